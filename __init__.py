@@ -1,0 +1,13 @@
+"""ComfyUI entry point of the UniForm node pack: exports the V1 node mappings from nodes/."""
+
+import os
+import sys
+
+# ComfyUI-Manager installs requirements.txt only, so the library beside this file is made importable here.
+_PACK_DIR = os.path.dirname(os.path.abspath(__file__))
+if _PACK_DIR not in sys.path:
+    sys.path.insert(0, _PACK_DIR)
+
+from .nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS  # noqa: E402
+
+__all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS"]

@@ -1,0 +1,94 @@
+"""Self-describing weight files and the one function that matches a checkpoint to a model.
+
+A UniForm component file is a single safetensors file whose metadata holds ``uniform_component`` (what it is)
+and ``config`` (JSON of the config it was built from), so a file alone is enough to rebuild its module.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, safe_open, save_file
+
+from .errors import CheckpointError
+
+PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
+
+
+def save_component(module: torch.nn.Module, path: str | os.PathLike, kind: str, config: dict) -> None:
+    """Write ``module``'s state dict with ``kind`` and ``config`` in the file's metadata."""
+    state = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
+    metadata = {"uniform_component": kind, "config": json.dumps(config, sort_keys=True)}
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    save_file(state, str(path), metadata=metadata)
+
+
+def read_metadata(path: str | os.PathLike) -> dict[str, str]:
+    """The string metadata of a safetensors file (empty for files written without any)."""
+    path = _existing_file(path)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return dict(f.metadata() or {})
+    except (SafetensorError, OSError) as e:
+        raise CheckpointError(f"{path} is not a readable safetensors file: {e}") from e
+
+
+def read_component_config(path: str | os.PathLike, kind: str) -> dict:
+    """The config stored in a UniForm component file, after checking the file holds a ``kind``."""
+    meta = read_metadata(path)
+    found = meta.get("uniform_component")
+    if found != kind:
+        raise CheckpointError(
+            f"{path} holds {found!r} weights, expected a UniForm {kind!r} file "
+            "(one written by save_component, with 'uniform_component' and 'config' in its metadata)"
+        )
+    return json.loads(meta["config"])
+
+
+def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Tensors of a safetensors file; pickle-based files are read with ``weights_only=True`` only."""
+    path = _existing_file(path)
+    if path.suffix in PICKLE_SUFFIXES:
+        try:
+            state = torch.load(str(path), map_location="cpu", weights_only=True)
+        except Exception as e:  # torch raises many types for unsafe or corrupt pickles
+            raise CheckpointError(f"{path} could not be loaded safely (weights_only=True): {e}") from e
+        for key in ("state_dict", "module", "model", "ema"):
+            if isinstance(state, dict) and isinstance(state.get(key), dict):
+                state = state[key]
+        return state
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError) as e:
+        raise CheckpointError(f"{path} is not a readable safetensors file: {e}") from e
+
+
+def load_matching(module: torch.nn.Module, state_dict: dict[str, torch.Tensor], what: str) -> None:
+    """Load ``state_dict`` into ``module`` exactly, or raise naming missing, unexpected and mis-shaped keys."""
+    expected = module.state_dict()
+    missing = sorted(set(expected) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(expected))
+    misshaped = sorted(
+        f"{k}: file {tuple(state_dict[k].shape)} vs model {tuple(expected[k].shape)}"
+        for k in set(expected) & set(state_dict)
+        if tuple(state_dict[k].shape) != tuple(expected[k].shape)
+    )
+    if missing or unexpected or misshaped:
+        parts = []
+        for label, keys in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", misshaped)):
+            if keys:
+                shown = ", ".join(keys[:12]) + (f", ... ({len(keys)} in all)" if len(keys) > 12 else "")
+                parts.append(f"{label} keys: {shown}")
+        raise CheckpointError(f"{what} does not fit the model's config; " + "; ".join(parts))
+    module.load_state_dict(state_dict, strict=True)
+
+
+def _existing_file(path: str | os.PathLike) -> Path:
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint file {str(path)!r} does not exist or is not a file")
+    return path
