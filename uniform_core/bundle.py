@@ -1,0 +1,130 @@
+"""A bundle: the four parts UniForm needs (DiT, video VAE, audio VAE + vocoder, text encoder) in one folder.
+
+Layout of a bundle folder (each file self-describing, see checkpoint.py)::
+
+    dit.safetensors  video_vae.safetensors  audio_vae.safetensors  vocoder.safetensors  text_encoder.safetensors
+    bundle.json      name and the native clip size: {"name", "height", "width", "duration"}
+
+The embedded default ``uniform-tiny`` ships inside the package (DESIGN §5).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .codecs.audio import AudioCodec, AudioVAE, Vocoder, load_audio_codec
+from .codecs.text import TextEncoder, load_text_encoder
+from .codecs.video_vae import VideoVAE, load_video_vae
+from .errors import CheckpointError
+from .model.uniform_dit import UniFormDiT
+
+DEFAULT_BUNDLE_DIR = Path(__file__).parent / "assets" / "uniform-tiny"
+COMPONENT_FILES = {
+    "dit": "dit.safetensors",
+    "video_vae": "video_vae.safetensors",
+    "audio_vae": "audio_vae.safetensors",
+    "vocoder": "vocoder.safetensors",
+    "text_encoder": "text_encoder.safetensors",
+}
+
+
+@dataclass
+class Bundle:
+    """Everything one generation needs, plus the clip size the model was trained for."""
+
+    dit: UniFormDiT
+    video_vae: VideoVAE
+    audio_codec: AudioCodec
+    text_encoder: TextEncoder
+    name: str = "custom"
+    height: int = 256
+    width: int = 256
+    duration: int = 4
+
+    def modules(self) -> dict[str, torch.nn.Module]:
+        return {
+            "dit": self.dit,
+            "video_vae": self.video_vae,
+            "audio_codec": self.audio_codec,
+            "text_encoder": self.text_encoder,
+        }
+
+
+def default_bundle_available() -> bool:
+    return all((DEFAULT_BUNDLE_DIR / f).is_file() for f in COMPONENT_FILES.values())
+
+
+def load_bundle(path: str | os.PathLike | None = None, device: str | torch.device = "cpu") -> Bundle:
+    """Load a bundle folder; ``None`` loads the embedded default ``uniform-tiny``."""
+    folder = DEFAULT_BUNDLE_DIR if path is None else Path(path)
+    if not folder.is_dir():
+        raise CheckpointError(f"bundle {str(folder)!r} is not a folder; expected a folder holding {_expected()}")
+    missing = [f for f in COMPONENT_FILES.values() if not (folder / f).is_file()]
+    if missing:
+        hint = " (the embedded default has not been trained into this install)" if path is None else ""
+        raise CheckpointError(f"bundle {str(folder)!r} lacks {', '.join(missing)}{hint}; expected {_expected()}")
+    info = _read_info(folder)
+    bundle = Bundle(
+        dit=UniFormDiT.load(folder / COMPONENT_FILES["dit"]),
+        video_vae=load_video_vae(folder / COMPONENT_FILES["video_vae"]),
+        audio_codec=load_audio_codec(folder),
+        text_encoder=load_text_encoder(folder / COMPONENT_FILES["text_encoder"]),
+        name=info.get("name", folder.name),
+        height=int(info.get("height", 256)),
+        width=int(info.get("width", 256)),
+        duration=int(info.get("duration", 4)),
+    )
+    for module in bundle.modules().values():
+        module.to(device).eval()
+    return bundle
+
+
+def save_bundle(bundle: Bundle, path: str | os.PathLike) -> Path:
+    """Write ``bundle`` as a bundle folder (created if needed)."""
+    folder = Path(path)
+    folder.mkdir(parents=True, exist_ok=True)
+    bundle.dit.save(folder / COMPONENT_FILES["dit"])
+    bundle.video_vae.save(folder / COMPONENT_FILES["video_vae"])
+    bundle.audio_codec.vae.save(folder / COMPONENT_FILES["audio_vae"])
+    bundle.audio_codec.vocoder.save(folder / COMPONENT_FILES["vocoder"])
+    bundle.text_encoder.save(folder / COMPONENT_FILES["text_encoder"])
+    info = {"name": bundle.name, "height": bundle.height, "width": bundle.width, "duration": bundle.duration}
+    (folder / "bundle.json").write_text(json.dumps(info, indent=1) + "\n")
+    return folder
+
+
+def random_tiny_bundle(seed: int = 0) -> Bundle:
+    """An UNTRAINED tiny bundle with random weights, for tests and benchmarks only (its output is noise)."""
+    torch.manual_seed(seed)
+    bundle = Bundle(
+        dit=UniFormDiT.from_preset("tiny"),
+        video_vae=VideoVAE.from_preset("tiny"),
+        audio_codec=AudioCodec(AudioVAE.from_preset("tiny"), Vocoder.from_preset("tiny")),
+        text_encoder=TextEncoder.from_preset("tiny"),
+        name="random-tiny (untrained, for tests only)",
+        height=64,
+        width=64,
+        duration=2,
+    )
+    for module in bundle.modules().values():
+        module.eval()
+    return bundle
+
+
+def _read_info(folder: Path) -> dict:
+    info_file = folder / "bundle.json"
+    if not info_file.is_file():
+        return {}
+    try:
+        return json.loads(info_file.read_text())
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{info_file} is not valid JSON: {e}") from e
+
+
+def _expected() -> str:
+    return ", ".join(COMPONENT_FILES.values()) + " (and optionally bundle.json)"

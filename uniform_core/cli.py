@@ -1,0 +1,106 @@
+"""`uniform-av`: the command line over the library (generate, train, eval, bench)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from .errors import UniFormError
+from .tasks import TASK_DESCRIPTIONS, TASKS
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    try:
+        return args.run(args) or 0
+    except UniFormError as e:
+        print(f"uniform-av {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="uniform-av",
+        description="UniForm: generate video with matching sound from text (t2av), sound for a video (v2a), "
+        "or video for a sound (a2v), with one model.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log what is done to the inputs")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_generate(sub)
+    return parser
+
+
+def _add_generate(sub) -> None:
+    from .diffusion.samplers import SAMPLERS
+
+    p = sub.add_parser(
+        "generate",
+        help="run one task and write an MP4",
+        description="\n".join(f"{t}: {d}" for t, d in TASK_DESCRIPTIONS.items()),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--task", required=True, choices=TASKS)
+    p.add_argument("--prompt", default=None, help="text; required for t2av, optional for a2v/v2a")
+    p.add_argument("--negative-prompt", default="", help="what to steer away from (replaces the null caption)")
+    p.add_argument("--video", default=None, help="input video file (v2a)")
+    p.add_argument("--audio", default=None, help="input audio or video file whose sound is used (a2v)")
+    p.add_argument("--out", required=True, help="output .mp4 (a batch writes NAME_1.mp4, NAME_2.mp4, ...)")
+    p.add_argument("--bundle", default=None, help="bundle folder (default: the embedded uniform-tiny)")
+    p.add_argument("--steps", type=int, default=30)
+    p.add_argument("--cfg", type=float, default=5.0, help="classifier-free guidance scale")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--sampler", default="iddpm", choices=SAMPLERS)
+    p.add_argument("--duration", type=int, default=None, help="whole seconds (default: the input's, or the model's)")
+    p.add_argument("--height", type=int, default=None, help="pixels, a multiple of 16 (t2av/a2v)")
+    p.add_argument("--width", type=int, default=None, help="pixels, a multiple of 16 (t2av/a2v)")
+    p.add_argument("--batch", type=int, default=1, help="variations in one call; item i uses seed + i")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--offload", action="store_true", help="keep only the running component on the device")
+    p.set_defaults(run=_run_generate)
+
+
+def _run_generate(args) -> int:
+    from pathlib import Path
+
+    from tqdm import tqdm
+
+    from .pipeline import UniFormPipeline
+
+    pipe = UniFormPipeline.from_bundle(args.bundle, device=args.device, offload=args.offload)
+    with tqdm(total=args.steps, desc=f"{args.task} {args.sampler}", unit="step") as bar:
+
+        def progress(step: int, total: int) -> None:
+            bar.total = total
+            bar.update(step - bar.n)
+
+        result = pipe.generate(
+            args.task,
+            prompt=args.prompt,
+            video=args.video,
+            audio=args.audio,
+            duration=args.duration,
+            seed=args.seed,
+            steps=args.steps,
+            cfg=args.cfg,
+            sampler=args.sampler,
+            negative_prompt=args.negative_prompt,
+            batch_size=args.batch,
+            height=args.height,
+            width=args.width,
+            progress=progress,
+        )
+    for note in result.notes:
+        print(f"input: {note}", file=sys.stderr)
+    out = Path(args.out)
+    for i, seed in enumerate(result.seeds):
+        path = out if len(result.seeds) == 1 else out.with_name(f"{out.stem}_{i + 1}{out.suffix}")
+        result.save(path, index=i)
+        print(f"wrote {path} (seed {seed})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
