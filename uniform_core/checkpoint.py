@@ -22,6 +22,12 @@ PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
 def save_component(module: torch.nn.Module, path: str | os.PathLike, kind: str, config: dict) -> None:
     """Write ``module``'s state dict with ``kind`` and ``config`` in the file's metadata."""
     state = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
+    # tied weights (T5's shared / encoder.embed_tokens) are written once per key: safetensors refuses shared memory
+    seen: set[int] = set()
+    for k, v in state.items():
+        if v.numel() and v.untyped_storage().data_ptr() in seen:
+            state[k] = v.clone()
+        seen.add(v.untyped_storage().data_ptr())
     metadata = {"uniform_component": kind, "config": json.dumps(config, sort_keys=True)}
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     save_file(state, str(path), metadata=metadata)
