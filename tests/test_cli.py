@@ -1,0 +1,73 @@
+"""`uniform-av` as a user runs it: the installed console script, and generate writing real MP4 files."""
+
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from uniform_core import media
+from uniform_core.bundle import random_tiny_bundle, save_bundle
+from uniform_core.cli import main
+
+
+@pytest.fixture(scope="module")
+def bundle_dir(tmp_path_factory):
+    return save_bundle(random_tiny_bundle(seed=0), tmp_path_factory.mktemp("bundle") / "random-tiny")
+
+
+def test_console_script_help():
+    exe = shutil.which("uniform-av") or pytest.fail("the uniform-av console script is not installed")
+    out = subprocess.run([exe, "--help"], capture_output=True, text=True, check=True).stdout
+    assert "generate" in out
+    out = subprocess.run([exe, "generate", "--help"], capture_output=True, text=True, check=True).stdout
+    for flag in ("--task", "--prompt", "--video", "--audio", "--out", "--bundle", "--sampler", "--duration"):
+        assert flag in out
+
+
+@pytest.mark.parametrize("task", ["t2av", "a2v", "v2a"])
+def test_generate_writes_playable_mp4(task, bundle_dir, tmp_path):
+    source = tmp_path / "source.mp4"
+    wave = 0.2 * torch.randn(1, 2 * 22050, generator=torch.Generator().manual_seed(0))
+    media.write_mp4(source, torch.rand(2 * 17, 48, 48, 3), 17, media.AudioClip(wave, 22050))
+    out = tmp_path / f"{task}.mp4"
+    args = ["generate", "--task", task, "--out", str(out), "--bundle", str(bundle_dir), "--steps", "2"]
+    args += {
+        "t2av": ["--prompt", "a red ball bounces", "--duration", "2"],
+        "a2v": ["--audio", str(source)],
+        "v2a": ["--video", str(source)],
+    }[task]
+    assert main(args) == 0
+    info = media.probe(out)
+    assert info.has_video and info.has_audio
+    assert abs(info.duration - 2.0) < 0.1
+
+
+def test_generate_reports_bad_input_without_traceback(bundle_dir, tmp_path, capsys):
+    code = main(["generate", "--task", "a2v", "--out", str(tmp_path / "x.mp4"), "--bundle", str(bundle_dir)])
+    assert code == 2
+    assert "needs the audio input" in capsys.readouterr().err
+
+
+def test_missing_bundle_is_a_clear_error(tmp_path, capsys):
+    code = main(
+        [
+            "generate",
+            "--task",
+            "t2av",
+            "--prompt",
+            "p",
+            "--out",
+            str(tmp_path / "x.mp4"),
+            "--bundle",
+            str(tmp_path / "nowhere"),
+        ]
+    )
+    assert code == 2
+    assert "not a folder" in capsys.readouterr().err
+
+
+def test_module_entry_point():
+    out = subprocess.run([sys.executable, "-m", "uniform_core.cli", "--help"], capture_output=True, text=True)
+    assert out.returncode == 0 and "uniform-av" in out.stdout

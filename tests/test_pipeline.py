@@ -1,0 +1,169 @@
+"""The pipeline stages and one-call generation on a random tiny bundle: shapes, task noise schemes, seeds, CFG."""
+
+import pytest
+import torch
+
+from uniform_core import media
+from uniform_core.bundle import random_tiny_bundle
+from uniform_core.diffusion.samplers import SAMPLERS
+from uniform_core.errors import InputError
+from uniform_core.pipeline import (
+    UniFormPipeline,
+    decode_audio,
+    decode_video,
+    encode_audio,
+    encode_text,
+    encode_video,
+    make_task_latent,
+    sample,
+)
+
+
+@pytest.fixture(scope="module")
+def bundle():
+    return random_tiny_bundle(seed=0)
+
+
+@pytest.fixture(scope="module")
+def pipe(bundle):
+    return UniFormPipeline(bundle)
+
+
+def _frames(seconds=1, size=64, fps=17):
+    t = torch.linspace(0, 1, seconds * fps).view(-1, 1, 1, 1)
+    return (t * torch.rand(1, size, size, 3, generator=torch.Generator().manual_seed(1))).clamp(0, 1)
+
+
+def _waveform(seconds=1, rate=16000):
+    n = torch.arange(seconds * rate)
+    return (0.3 * torch.sin(2 * torch.pi * 440 * n / rate)).unsqueeze(0)
+
+
+def _conditions(bundle, seconds=1):
+    video = encode_video(bundle.video_vae, _frames(seconds), fps=17)
+    audio = encode_audio(bundle.audio_codec, _waveform(seconds), 16000)
+    return video, audio
+
+
+@pytest.mark.parametrize("sampler", SAMPLERS)
+@pytest.mark.parametrize("task", ["t2av", "a2v", "v2a"])
+def test_sample_keeps_condition_bit_identical(bundle, task, sampler):
+    video, audio = _conditions(bundle)
+    latent = make_task_latent(task, duration=1, height=64, width=64, video=video, audio=audio)
+    text = encode_text(bundle.text_encoder, "a red ball bounces")
+    out = sample(bundle.dit, latent, text, seed=3, steps=2, sampler=sampler).latent
+
+    assert out.video.shape == (1, 4, 5, 8, 8) and out.audio.shape == (1, 8, 25, 16)
+    assert torch.isfinite(out.video).all() and torch.isfinite(out.audio).all()
+    if task == "a2v":
+        assert torch.equal(out.audio, audio.latent)
+        assert not torch.equal(out.video, latent.video)
+    elif task == "v2a":
+        assert torch.equal(out.video, video.latent)
+        assert not torch.equal(out.audio, latent.audio)
+
+
+def test_seeds_reproduce_and_batch_items_match_single_runs(bundle):
+    latent = make_task_latent("t2av", duration=1, height=64, width=64)
+    text = encode_text(bundle.text_encoder, "a blue square falls")
+    a = sample(bundle.dit, latent, text, seed=7, steps=3).latent
+    b = sample(bundle.dit, latent, text, seed=7, steps=3).latent
+    c = sample(bundle.dit, latent, text, seed=8, steps=3).latent
+    assert torch.equal(a.video, b.video) and torch.equal(a.audio, b.audio)
+    assert not torch.allclose(a.video, c.video)
+
+    batch = sample(bundle.dit, latent, text, seed=7, steps=3, batch_size=2)
+    assert batch.seeds == [7, 8]
+    torch.testing.assert_close(batch.latent.video[0:1], a.video, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(batch.latent.video[1:2], c.video, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(batch.latent.audio[1:2], c.audio, rtol=1e-4, atol=1e-5)
+
+
+def test_cfg_runs_cond_and_uncond_in_one_call_per_step(bundle):
+    calls = []
+    handle = bundle.dit.register_forward_hook(lambda module, args, out: calls.append(out[0].shape[0]))
+    try:
+        latent = make_task_latent("t2av", duration=1, height=64, width=64)
+        text = encode_text(bundle.text_encoder, "a green ball")
+        sample(bundle.dit, latent, text, seed=0, steps=4, cfg=5.0, sampler="ddim")
+    finally:
+        handle.remove()
+    assert calls == [2] * 4
+
+
+def test_negative_prompt_changes_the_result(bundle):
+    latent = make_task_latent("t2av", duration=1, height=64, width=64)
+    plain = encode_text(bundle.text_encoder, "a red ball")
+    negative = encode_text(bundle.text_encoder, "a red ball", negative_prompt="noise, blur")
+    assert negative.negative_y is not None and negative.negative_y.shape == plain.y.shape[:1] + negative.y.shape[1:]
+    a = sample(bundle.dit, latent, plain, seed=0, steps=2).latent
+    b = sample(bundle.dit, latent, negative, seed=0, steps=2).latent
+    assert not torch.allclose(a.video, b.video)
+
+
+def test_decoders_give_the_requested_duration(bundle):
+    latent = make_task_latent("t2av", duration=2, height=64, width=48)
+    frames, fps = decode_video(bundle.video_vae, latent)
+    waveform, rate = decode_audio(bundle.audio_codec, latent)
+    assert frames.shape == (1, 34, 64, 48, 3) and fps == 17
+    assert 0 <= frames.min() and frames.max() <= 1
+    assert waveform.shape == (1, 1, 32000) and rate == 16000
+
+
+@pytest.mark.parametrize("task", ["t2av", "a2v", "v2a"])
+def test_generate_each_task(pipe, task, tmp_path):
+    clip_path = tmp_path / "in.mp4"
+    media.write_mp4(clip_path, _frames(2), 17, media.AudioClip(_waveform(2), 16000))
+    result = pipe.generate(
+        task,
+        prompt="a yellow triangle bounces" if task == "t2av" else None,
+        video=clip_path if task == "v2a" else None,
+        audio=clip_path if task == "a2v" else None,
+        steps=2,
+        seed=1,
+    )
+    assert result.frames.shape[:2] == (1, 34) and result.fps == 17
+    assert result.waveform.shape == (1, 1, 32000) and result.sample_rate == 16000
+    out = result.save(tmp_path / f"{task}.mp4")
+    info = media.probe(out)
+    assert info.has_video and info.has_audio
+    assert abs(info.duration - 2.0) < 0.1
+
+
+def test_generate_returns_the_condition_unchanged(pipe):
+    frames = _frames(1)
+    clip = media.VideoClip(frames, 17.0, None)
+    result = pipe.generate("v2a", video=clip, steps=1)
+    torch.testing.assert_close(result.frames[0], frames)
+
+    wave = _waveform(1)
+    result = pipe.generate("a2v", audio=media.AudioClip(wave, 16000), steps=1)
+    torch.testing.assert_close(result.waveform[0, 0], wave[0])
+
+
+def test_inputs_are_conformed_and_reported(pipe):
+    frames = torch.rand(45, 70, 90, 3)  # 1.5 s at 30 fps, odd size
+    result = pipe.generate("v2a", video=media.VideoClip(frames, 30.0, None), steps=1)
+    assert result.frames.shape[1:] == (17, 64, 80, 3)
+    assert result.notes, "conforming the input must be reported"
+
+
+@pytest.mark.parametrize(
+    "kwargs, words",
+    [
+        (dict(task="a2v"), "audio"),
+        (dict(task="v2a"), "video"),
+        (dict(task="t2av"), "prompt"),
+        (dict(task="x2y", prompt="p"), "task"),
+        (dict(task="t2av", prompt="p", sampler="heun"), "sampler"),
+        (dict(task="t2av", prompt="p", steps=0), "steps"),
+        (dict(task="t2av", prompt="p", cfg=-1.0), "cfg"),
+        (dict(task="t2av", prompt="p", duration=0), "duration"),
+        (dict(task="t2av", prompt="p", duration=1.5), "duration"),
+        (dict(task="t2av", prompt="p", duration=60), "duration"),
+        (dict(task="t2av", prompt="p", height=50), "height"),
+    ],
+)
+def test_bad_inputs_are_named(pipe, kwargs, words):
+    with pytest.raises(InputError, match=words):
+        pipe.generate(**kwargs)
