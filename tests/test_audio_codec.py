@@ -1,0 +1,196 @@
+"""AudioLDM codec: exact real-checkpoint keys, latent/waveform shapes, trimming, errors, files and folders."""
+
+import json
+import shutil
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import pytest
+import torch
+
+from uniform_core.codecs.audio import (
+    AUDIO_VAE_PRESETS,
+    VOCODER_PRESETS,
+    AudioCodec,
+    AudioVAE,
+    Vocoder,
+    VocoderConfig,
+    load_audio_codec,
+    load_audio_vae,
+    load_vocoder,
+)
+from uniform_core.errors import CheckpointError, InputError
+
+MANIFESTS = Path("/work/shared/manifests")
+
+
+def _manifest(name):
+    return json.loads((MANIFESTS / name).read_text())
+
+
+@pytest.fixture(scope="module")
+def codec():
+    torch.manual_seed(0)
+    return AudioCodec(AudioVAE.from_preset("tiny"), Vocoder.from_preset("tiny")).eval()
+
+
+def _wave(seconds: float, batch: int = 1, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(batch, int(seconds * 16000), generator=g) * 2 - 1
+
+
+@pytest.mark.parametrize(
+    "cls, preset, manifest",
+    [(AudioVAE, "audioldm-s-full", "audioldm_vae.json"), (Vocoder, "audioldm-s-full", "audioldm_vocoder.json")],
+)
+def test_real_presets_have_the_manifest_keys_and_shapes(cls, preset, manifest):
+    with torch.device("meta"):
+        module = cls.from_preset(preset)
+    ours = {k: list(v.shape) for k, v in module.model.state_dict().items()}
+    assert ours == _manifest(manifest)["state_dict"]
+
+
+def test_real_preset_configs_are_the_reference_configs():
+    vae_ref = _manifest("audioldm_vae.json")["header"]["config"]
+    vae = AUDIO_VAE_PRESETS["audioldm-s-full"]
+    kwargs = json.loads(json.dumps(vae.diffusers_kwargs()))
+    assert {k: kwargs[k] for k in vae_ref if k != "scaling_factor"} == {
+        k: v for k, v in vae_ref.items() if k != "scaling_factor"
+    }
+    assert vae.scaling_factor == 0.9227914214134216  # cvssp/audioldm = audioldm-s-full
+    voc_ref = _manifest("audioldm_vocoder.json")["header"]["config"]
+    assert json.loads(json.dumps(asdict(VOCODER_PRESETS["audioldm-s-full"]))) == voc_ref
+    assert VOCODER_PRESETS["audioldm-s-full"].hop_length == 160
+
+
+@pytest.mark.parametrize("seconds", [1, 2, 3, 4])
+def test_latent_shape_per_duration(codec, seconds):
+    z = codec.encode(_wave(seconds))
+    assert z.shape == (1, 8, 25 * seconds, 16)
+    assert z.dtype == torch.float32 and torch.isfinite(z).all()
+
+
+def test_four_seconds_batch(codec):
+    assert codec.encode(_wave(4, batch=2)).shape == (2, 8, 100, 16)
+
+
+def test_decode_gives_640_samples_per_latent_step(codec):
+    wav = codec.decode(torch.randn(2, 8, 25, 16))
+    assert wav.shape == (2, 25 * 640)
+    assert wav.dtype == torch.float32 and wav.abs().max() <= 1
+    assert codec.decode(codec.encode(_wave(1))).shape == (1, 16000)
+    assert codec.sample_rate == 16000 and codec.samples_per_latent_step == 640
+
+
+def test_vocoder_output_is_trimmed_to_the_hop(codec):
+    mel = torch.randn(1, 40, 64)
+    raw = codec.vocoder.model(mel)
+    trimmed = codec.vocoder(mel)
+    assert raw.shape[-1] > 40 * 160  # HiFi-GAN's transposed convolutions overshoot (160 T + 32)
+    assert trimmed.shape == (1, 40 * 160)
+    assert torch.equal(trimmed, raw[:, : 40 * 160])
+
+
+def test_encode_sampling_is_seeded_and_deterministic_is_the_scaled_mean(codec):
+    wav = _wave(1, seed=3)
+    a = codec.encode(wav, generator=torch.Generator().manual_seed(1))
+    b = codec.encode(wav, generator=torch.Generator().manual_seed(1))
+    c = codec.encode(wav, generator=torch.Generator().manual_seed(2))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    half = AudioCodec(AudioVAE(replace(codec.vae.config, scaling_factor=0.5)), codec.vocoder)
+    half.vae.load_state_dict(codec.vae.state_dict())
+    mean = codec.encode(wav, deterministic=True)
+    assert torch.equal(mean, codec.encode(wav, deterministic=True))
+    assert torch.allclose(half.encode(wav, deterministic=True), mean * 0.5, atol=1e-6)
+
+
+def test_encode_is_invariant_to_level_and_offset(codec):
+    wav = _wave(1, seed=4)
+    assert torch.allclose(
+        codec.encode(wav, deterministic=True), codec.encode(wav * 0.1 + 0.2, deterministic=True), atol=1e-4
+    )
+
+
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        (torch.full((1, 16000), float("nan")), "NaN"),
+        (torch.zeros(1, 0), "too short"),
+        (torch.zeros(16000), r"\(batch, samples\)"),
+        (torch.zeros(1, 2, 16000), r"\(batch, samples\)"),
+        (torch.zeros(1, 16001), "multiple of 640"),
+    ],
+)
+def test_bad_waveforms_raise_input_error(codec, bad, match):
+    with pytest.raises(InputError, match=match):
+        codec.encode(bad)
+
+
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        (torch.zeros(1, 4, 25, 16), r"\(batch, 8, steps, 16\)"),
+        (torch.zeros(8, 25, 16), r"\(batch, 8, steps, 16\)"),
+        (torch.zeros(1, 8, 0, 16), "steps >= 1"),
+        (torch.full((1, 8, 25, 16), float("inf")), "NaN or infinite"),
+    ],
+)
+def test_bad_latents_raise_input_error(codec, bad, match):
+    with pytest.raises(InputError, match=match):
+        codec.decode(bad)
+
+
+def test_mismatched_parts_are_refused(codec):
+    with pytest.raises(CheckpointError, match="80 mel bins"):
+        AudioCodec(codec.vae, Vocoder(VocoderConfig(model_in_dim=80, upsample_initial_channel=32)))
+
+
+def test_component_files_round_trip(codec, tmp_path):
+    codec.vae.save(tmp_path / "audio_vae.safetensors")
+    codec.vocoder.save(tmp_path / "vocoder.safetensors")
+    vae = load_audio_vae(tmp_path / "audio_vae.safetensors")
+    vocoder = load_vocoder(tmp_path / "vocoder.safetensors")
+    assert vae.config == codec.vae.config and vocoder.config == codec.vocoder.config
+    loaded = load_audio_codec(tmp_path)
+    z = torch.randn(1, 8, 5, 16)
+    assert torch.equal(loaded.decode(z), codec.decode(z))
+    assert torch.equal(AudioVAE.load(tmp_path / "audio_vae.safetensors").decode(z), vae.decode(z))
+    with pytest.raises(CheckpointError, match="'vocoder' file"):
+        load_audio_vae(tmp_path / "vocoder.safetensors")
+    with pytest.raises(CheckpointError, match="expected a UniForm 'vocoder' file"):
+        Vocoder.load(tmp_path / "audio_vae.safetensors")
+
+
+def test_diffusers_audioldm_folder_loads(codec, tmp_path):
+    codec.vae.model.save_pretrained(tmp_path / "vae")
+    codec.vocoder.model.save_pretrained(tmp_path / "vocoder")
+    loaded = load_audio_codec(tmp_path)
+    assert loaded.vae.config == codec.vae.config and loaded.vocoder.config == codec.vocoder.config
+    z = torch.randn(1, 8, 5, 16)
+    assert torch.equal(loaded.decode(z), codec.decode(z))
+    # a bare weight file uses the config.json beside it
+    bare = load_audio_vae(tmp_path / "vae" / "diffusion_pytorch_model.safetensors")
+    assert bare.config == codec.vae.config
+    # without one, the real AudioLDM config is assumed and a tiny file does not fit it
+    alone = tmp_path / "alone" / "vae.safetensors"
+    alone.parent.mkdir()
+    shutil.copy(tmp_path / "vae" / "diffusion_pytorch_model.safetensors", alone)
+    with pytest.raises(CheckpointError, match="mis-shaped keys"):
+        load_audio_vae(alone)
+
+
+def test_bad_paths_say_what_was_expected(codec, tmp_path):
+    with pytest.raises(CheckpointError, match="vae/ and vocoder/"):
+        load_audio_codec(tmp_path / "missing")
+    with pytest.raises(CheckpointError, match="vae/ and vocoder/"):
+        load_audio_codec(tmp_path)
+    (tmp_path / "vae").mkdir()
+    (tmp_path / "vocoder").mkdir()
+    with pytest.raises(CheckpointError, match="without the audio VAE files"):
+        load_audio_codec(tmp_path)
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_vocoder(tmp_path / "nope.safetensors")
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"not a safetensors file")
+    with pytest.raises(CheckpointError, match="not a readable safetensors"):
+        load_audio_vae(junk)

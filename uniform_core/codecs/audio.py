@@ -1,0 +1,376 @@
+"""AudioLDM's audio codec: log-mel -> diffusers ``AutoencoderKL`` latent, and back through a HiFi-GAN vocoder.
+
+The VAE and vocoder are diffusers' and transformers' own classes built from AudioLDM's configs, so the public
+``cvssp/audioldm*`` files load with their keys verbatim. UniForm component files hold the same keys plus the config
+in their metadata. Layout: mel ``(B, 1, T, 64)`` (time on H, mel bins on W) -> latent ``(B, 8, T/4, 16)``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import torch
+from diffusers import AutoencoderKL
+from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
+from torch import nn
+from transformers import SpeechT5HifiGan, SpeechT5HifiGanConfig
+
+from ..checkpoint import load_matching, load_state_dict_file, read_component_config, read_metadata, save_component
+from ..errors import CheckpointError, InputError
+from .mel import MelConfig, MelFrontEnd, check_waveform, normalize_waveform
+
+logger = logging.getLogger(__name__)
+
+AUDIO_VAE_KIND = "audio_vae"
+VOCODER_KIND = "vocoder"
+VAE_WEIGHT_NAMES = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
+VOCODER_WEIGHT_NAMES = ("model.safetensors", "pytorch_model.bin")
+
+
+def _tuples(value):
+    """JSON lists back to the nested tuples a frozen config holds."""
+    return tuple(_tuples(v) for v in value) if isinstance(value, (list, tuple)) else value
+
+
+def _from_dict(cls, data: dict, what: str):
+    """Build config ``cls`` from the known keys of ``data`` (e.g. a diffusers/transformers config.json)."""
+    names = {f.name for f in fields(cls)}
+    try:
+        return cls(**{k: _tuples(v) for k, v in data.items() if k in names})
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{what} has a config that does not describe a {cls.__name__}: {e}") from e
+
+
+@dataclass(frozen=True)
+class AudioVAEConfig:
+    """diffusers ``AutoencoderKL`` arguments for a mel VAE; ``scaling_factor`` is learnt per checkpoint."""
+
+    block_out_channels: tuple[int, ...] = (128, 256, 512)
+    layers_per_block: int = 2
+    norm_num_groups: int = 32
+    latent_channels: int = 8
+    in_channels: int = 1
+    out_channels: int = 1
+    act_fn: str = "silu"
+    sample_size: int = 512
+    scaling_factor: float = 0.9227914214134216
+
+    @property
+    def downsample(self) -> int:
+        """Factor by which the latent is smaller than the mel, in time and in mel bins."""
+        return 2 ** (len(self.block_out_channels) - 1)
+
+    def diffusers_kwargs(self) -> dict:
+        n = len(self.block_out_channels)
+        return {
+            **asdict(self),
+            "down_block_types": ("DownEncoderBlock2D",) * n,
+            "up_block_types": ("UpDecoderBlock2D",) * n,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict, what: str = "audio VAE config") -> AudioVAEConfig:
+        for key, block in (("down_block_types", "DownEncoderBlock2D"), ("up_block_types", "UpDecoderBlock2D")):
+            if any(b != block for b in data.get(key, ())):
+                raise CheckpointError(f"{what}: {key} must all be {block!r}; got {data[key]}")
+        return _from_dict(cls, data, what)
+
+
+@dataclass(frozen=True)
+class VocoderConfig:
+    """transformers ``SpeechT5HifiGanConfig`` arguments; the product of ``upsample_rates`` is the mel hop."""
+
+    model_in_dim: int = 64
+    sampling_rate: int = 16_000
+    upsample_initial_channel: int = 1024
+    upsample_rates: tuple[int, ...] = (5, 4, 2, 2, 2)
+    upsample_kernel_sizes: tuple[int, ...] = (16, 16, 8, 4, 4)
+    resblock_kernel_sizes: tuple[int, ...] = (3, 7, 11)
+    resblock_dilation_sizes: tuple[tuple[int, ...], ...] = ((1, 3, 5), (1, 3, 5), (1, 3, 5))
+    leaky_relu_slope: float = 0.1
+    initializer_range: float = 0.01
+    normalize_before: bool = False
+
+    @property
+    def hop_length(self) -> int:
+        """Waveform samples per mel frame."""
+        return math.prod(self.upsample_rates)
+
+    @classmethod
+    def from_dict(cls, data: dict, what: str = "vocoder config") -> VocoderConfig:
+        return _from_dict(cls, data, what)
+
+
+AUDIO_VAE_PRESETS: dict[str, AudioVAEConfig] = {
+    "audioldm-s-full": AudioVAEConfig(),
+    "tiny": AudioVAEConfig(block_out_channels=(32, 32, 32), layers_per_block=1, norm_num_groups=8, scaling_factor=1.0),
+}
+VOCODER_PRESETS: dict[str, VocoderConfig] = {
+    "audioldm-s-full": VocoderConfig(),
+    "tiny": VocoderConfig(upsample_initial_channel=32),
+}
+
+
+def _preset(presets: dict, name: str, what: str):
+    if name not in presets:
+        raise InputError(f"{what} preset must be one of {', '.join(presets)}; got {name!r}")
+    return presets[name]
+
+
+class AudioVAE(nn.Module):
+    """The mel VAE. ``model`` is a diffusers ``AutoencoderKL``; its state dict is what files hold, key for key."""
+
+    def __init__(self, config: AudioVAEConfig):
+        super().__init__()
+        self.config = config
+        self.model = AutoencoderKL(**config.diffusers_kwargs())
+
+    @classmethod
+    def from_preset(cls, name: str) -> AudioVAE:
+        return cls(_preset(AUDIO_VAE_PRESETS, name, "audio VAE"))
+
+    def encode(self, mel: torch.Tensor) -> DiagonalGaussianDistribution:
+        """``mel``: ``(B, T, n_mels)`` log-mel, T a multiple of ``downsample``. Posterior over unscaled latents
+        ``(B, C, T / d, n_mels / d)``."""
+        return self.model.encode(mel.unsqueeze(1)).latent_dist
+
+    def decode(self, latent: torch.Tensor) -> torch.Tensor:
+        """Unscaled latent ``(B, C, L, W)`` -> log-mel ``(B, L * d, W * d)``."""
+        return self.model.decode(latent).sample.squeeze(1)
+
+    def save(self, path: str | os.PathLike) -> None:
+        save_component(self.model, path, AUDIO_VAE_KIND, asdict(self.config))
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> AudioVAE:
+        """A UniForm ``audio_vae`` component file."""
+        vae = cls(AudioVAEConfig.from_dict(read_component_config(path, AUDIO_VAE_KIND), f"audio VAE file {path}"))
+        load_matching(vae.model, load_state_dict_file(path), f"audio VAE file {path}")
+        return vae
+
+
+class Vocoder(nn.Module):
+    """HiFi-GAN mel -> waveform. ``model`` is a transformers ``SpeechT5HifiGan`` holding the files' keys verbatim."""
+
+    def __init__(self, config: VocoderConfig):
+        super().__init__()
+        self.config = config
+        self.model = SpeechT5HifiGan(SpeechT5HifiGanConfig(**asdict(config)))
+
+    @classmethod
+    def from_preset(cls, name: str) -> Vocoder:
+        return cls(_preset(VOCODER_PRESETS, name, "vocoder"))
+
+    def forward(self, mel: torch.Tensor) -> torch.Tensor:
+        """``mel``: ``(B, T, model_in_dim)`` log-mel -> waveform ``(B, T * hop_length)`` in [-1, 1].
+
+        HiFi-GAN's transposed convolutions give a few extra samples (``160 T + 32`` for AudioLDM); they are cut so
+        that each mel frame is exactly one hop of audio.
+        """
+        if mel.dim() != 3 or mel.shape[-1] != self.config.model_in_dim:
+            raise InputError(
+                f"vocoder input must be a log-mel of shape (batch, frames, {self.config.model_in_dim}); "
+                f"got {tuple(mel.shape)}"
+            )
+        return self.model(mel)[:, : mel.shape[1] * self.config.hop_length]
+
+    def save(self, path: str | os.PathLike) -> None:
+        save_component(self.model, path, VOCODER_KIND, asdict(self.config))
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> Vocoder:
+        """A UniForm ``vocoder`` component file."""
+        vocoder = cls(VocoderConfig.from_dict(read_component_config(path, VOCODER_KIND), f"vocoder file {path}"))
+        load_matching(vocoder.model, load_state_dict_file(path), f"vocoder file {path}")
+        return vocoder
+
+
+class AudioCodec(nn.Module):
+    """Mono 16 kHz waveform <-> scaled AudioLDM latent ``(B, 8, N / 640, 16)``: 25 latent steps per second."""
+
+    def __init__(self, vae: AudioVAE, vocoder: Vocoder, mel: MelConfig | None = None):
+        super().__init__()
+        self.mel = MelFrontEnd(mel)
+        self.vae = vae
+        self.vocoder = vocoder
+        m, v, d = self.mel.config, vocoder.config, vae.config.downsample
+        if v.model_in_dim != m.n_mels or v.hop_length != m.hop_length or v.sampling_rate != m.sample_rate:
+            raise CheckpointError(
+                f"the vocoder ({v.model_in_dim} mel bins, hop {v.hop_length}, {v.sampling_rate} Hz) does not fit the "
+                f"mel front end ({m.n_mels} mel bins, hop {m.hop_length}, {m.sample_rate} Hz)"
+            )
+        if vae.config.in_channels != 1 or m.n_mels % d:
+            raise CheckpointError(
+                f"the audio VAE must take a 1-channel mel whose {m.n_mels} bins divide by its downsampling {d}"
+            )
+
+    @property
+    def sample_rate(self) -> int:
+        return self.mel.config.sample_rate
+
+    @property
+    def samples_per_latent_step(self) -> int:
+        """Waveform samples per latent time step (640 = 4 mel frames = 40 ms for AudioLDM)."""
+        return self.mel.config.hop_length * self.vae.config.downsample
+
+    @property
+    def latent_channels(self) -> int:
+        return self.vae.config.latent_channels
+
+    @property
+    def latent_width(self) -> int:
+        """Latent size along the mel axis (16 for 64 mel bins)."""
+        return self.mel.config.n_mels // self.vae.config.downsample
+
+    @property
+    def scaling_factor(self) -> float:
+        return self.vae.config.scaling_factor
+
+    @torch.no_grad()
+    def encode(
+        self, waveform: torch.Tensor, deterministic: bool = False, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """``waveform``: ``(B, N)`` mono float at 16 kHz, N a multiple of 640. Returns ``z`` ``(B, 8, N / 640, 16)``.
+
+        The waveform is levelled as AudioLDM does (mean removed, peak 0.5). ``deterministic`` takes the posterior
+        mean instead of a sample; ``generator`` seeds the sample. ``z`` is multiplied by the checkpoint's
+        ``scaling_factor`` (unit variance for the diffusion model). Float32 on the codec's device.
+        """
+        step = self.samples_per_latent_step
+        check_waveform(waveform, "waveform", min_samples=step)
+        if waveform.shape[1] % step:
+            raise InputError(
+                f"waveform length must be a multiple of {step} samples ({step / self.sample_rate * 1000:g} ms, one "
+                f"audio latent step at {self.sample_rate} Hz); got {waveform.shape[1]} samples"
+            )
+        param = next(self.vae.parameters())
+        mel = self.mel(normalize_waveform(waveform.to(param.device, torch.float32)))
+        posterior = self.vae.encode(mel.to(param.dtype))
+        z = posterior.mode() if deterministic else posterior.sample(generator)
+        return (z * self.scaling_factor).float()
+
+    @torch.no_grad()
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """``z``: scaled latent ``(B, 8, L, 16)``. Returns the waveform ``(B, L * 640)``, float32 at 16 kHz."""
+        expected = (self.latent_channels, self.latent_width)
+        if not isinstance(z, torch.Tensor) or z.dim() != 4 or (z.shape[1], z.shape[3]) != expected or z.shape[2] < 1:
+            shape = tuple(z.shape) if isinstance(z, torch.Tensor) else type(z).__name__
+            raise InputError(
+                f"audio latent must have shape (batch, {expected[0]}, steps, {expected[1]}), steps >= 1; got {shape}"
+            )
+        if not torch.isfinite(z).all():
+            raise InputError("audio latent contains NaN or infinite values")
+        param = next(self.vae.parameters())
+        mel = self.vae.decode(z.to(param.device, param.dtype) / self.scaling_factor)
+        voc = next(self.vocoder.parameters())
+        return self.vocoder(mel.to(voc.device, voc.dtype)).float()
+
+
+def _find(folder: Path, names: tuple[str, ...]) -> Path | None:
+    return next((folder / n for n in names if (folder / n).is_file()), None)
+
+
+def _json_config(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"{path} is not a readable JSON config: {e}") from e
+
+
+def _is_vae_config(data: dict) -> bool:
+    return data.get("_class_name") == "AutoencoderKL"
+
+
+def _is_vocoder_config(data: dict) -> bool:
+    return data.get("model_type") == "speecht5_hifigan" or "SpeechT5HifiGan" in (data.get("architectures") or [])
+
+
+def _load_component(path, kind, cls, config_cls, presets, weight_names, subfolder, is_config, what):
+    """Shared logic of :func:`load_audio_vae` and :func:`load_vocoder` (see there)."""
+    path = Path(path)
+    expected = (
+        f"a UniForm {kind!r} .safetensors file, a diffusers AudioLDM folder (with {subfolder}/), its {subfolder}/ "
+        f"folder (config.json + {weight_names[0]}), or a bare {weight_names[0]} with AudioLDM's keys"
+    )
+    if path.is_dir():
+        folder = path / subfolder if (path / subfolder).is_dir() else path
+        weights = _find(folder, weight_names)
+        if weights is None or not (folder / "config.json").is_file():
+            raise CheckpointError(f"{path} is a folder without the {what} files; expected {expected}")
+        return _load_with_config(folder / "config.json", weights, cls, config_cls, is_config, what)
+    if not path.is_file():
+        raise CheckpointError(f"{what} path {str(path)!r} does not exist; expected {expected}")
+    if path.suffix == ".safetensors":
+        found = read_metadata(path).get("uniform_component")
+        if found == kind:
+            return cls.load(path)
+        if found is not None:
+            raise CheckpointError(f"{path} is a UniForm {found!r} file; expected {expected}")
+    sibling = path.parent / "config.json"
+    if sibling.is_file() and is_config(_json_config(sibling)):
+        return _load_with_config(sibling, path, cls, config_cls, is_config, what)
+    logger.warning("%s has no config beside it; assuming the 'audioldm-s-full' %s config", path, what)
+    module = cls(presets["audioldm-s-full"])
+    load_matching(module.model, load_state_dict_file(path), f"{what} file {path} (expected AudioLDM's keys)")
+    return module
+
+
+def _load_with_config(config_path: Path, weights: Path, cls, config_cls, is_config, what):
+    data = _json_config(config_path)
+    if not is_config(data):
+        raise CheckpointError(f"{config_path} does not describe an AudioLDM {what}")
+    module = cls(config_cls.from_dict(data, str(config_path)))
+    load_matching(module.model, load_state_dict_file(weights), f"{what} weights {weights}")
+    return module
+
+
+def load_audio_vae(path: str | os.PathLike) -> AudioVAE:
+    """The AudioLDM mel VAE from a UniForm ``audio_vae`` file, a diffusers AudioLDM folder or its ``vae/`` folder,
+    or a bare ``diffusion_pytorch_model.safetensors`` (its ``config.json`` beside it is used when present, else the
+    ``audioldm-s-full`` config, scaling factor included)."""
+    return _load_component(
+        path,
+        AUDIO_VAE_KIND,
+        AudioVAE,
+        AudioVAEConfig,
+        AUDIO_VAE_PRESETS,
+        VAE_WEIGHT_NAMES,
+        "vae",
+        _is_vae_config,
+        "audio VAE",
+    )
+
+
+def load_vocoder(path: str | os.PathLike) -> Vocoder:
+    """The HiFi-GAN vocoder from a UniForm ``vocoder`` file, a diffusers AudioLDM folder or its ``vocoder/`` folder,
+    or a bare ``model.safetensors`` (AudioLDM's config unless a ``config.json`` is beside it)."""
+    return _load_component(
+        path,
+        VOCODER_KIND,
+        Vocoder,
+        VocoderConfig,
+        VOCODER_PRESETS,
+        VOCODER_WEIGHT_NAMES,
+        "vocoder",
+        _is_vocoder_config,
+        "vocoder",
+    )
+
+
+def load_audio_codec(path: str | os.PathLike) -> AudioCodec:
+    """An :class:`AudioCodec` from a folder: a diffusers AudioLDM folder (``vae/`` and ``vocoder/``), or a folder
+    with UniForm ``audio_vae.safetensors`` and ``vocoder.safetensors``."""
+    path = Path(path)
+    if (path / "vae").is_dir() and (path / "vocoder").is_dir():
+        return AudioCodec(load_audio_vae(path / "vae"), load_vocoder(path / "vocoder"))
+    if (path / "audio_vae.safetensors").is_file() and (path / "vocoder.safetensors").is_file():
+        return AudioCodec(load_audio_vae(path / "audio_vae.safetensors"), load_vocoder(path / "vocoder.safetensors"))
+    raise CheckpointError(
+        f"{str(path)!r} is not an audio codec folder; expected a diffusers AudioLDM folder (e.g. cvssp/audioldm-s-full"
+        "-v2) with vae/ and vocoder/ subfolders, or a folder with audio_vae.safetensors and vocoder.safetensors"
+    )
