@@ -2,6 +2,7 @@
 videos, conforming with notes, and clear errors for bad inputs."""
 
 import math
+import struct
 import wave
 from fractions import Fraction
 from types import SimpleNamespace
@@ -104,6 +105,8 @@ def test_write_mp4_without_audio_and_fractional_fps(tmp_path):
     assert not info.has_audio and info.num_frames == 10 and info.fps == pytest.approx(29.97, abs=1e-2)
     clip = media.read_video(path)
     assert clip.audio is None and clip.num_frames == 10
+    data = path.read_bytes()
+    assert data.find(b"moov") < data.find(b"mdat")  # index first, so browsers start playing before the download ends
 
 
 # ---- time-correct fps resampling -----------------------------------------------------------------------------
@@ -154,6 +157,27 @@ def test_resize_center_crop_keeps_aspect_and_middle():
     assert media.resize_center_crop(frames, 48, 96).equal(frames)
 
 
+def test_read_video_turns_rotated_phone_video_upright(tmp_path):
+    path = tmp_path / "rot.mp4"
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("libx264", rate=10)
+        s.width, s.height, s.pix_fmt = 64, 32, "yuv420p"
+        picture = np.zeros((32, 64, 3), np.uint8)
+        picture[:, :32] = 255  # left half white
+        for i in range(3):
+            f = av.VideoFrame.from_ndarray(picture, format="rgb24")
+            f.pts, f.time_base = i, Fraction(1, 10)
+            c.mux(s.encode(f))
+        c.mux(s.encode())
+    data = bytearray(path.read_bytes())
+    matrix = data.find(b"tkhd") + 4 + 40  # version-0 track header: the display matrix follows 40 bytes of fields
+    data[matrix : matrix + 36] = struct.pack(">9i", 0, 1 << 16, 0, -(1 << 16), 0, 0, 0, 0, 1 << 30)  # 90 deg clockwise
+    path.write_bytes(data)
+    clip = media.read_video(path)
+    assert clip.frames.shape == (3, 64, 32, 3)  # portrait, as shown by players
+    assert clip.frames[:, :28].min() > 0.9 and clip.frames[:, 36:].max() < 0.1  # the left half is now on top
+
+
 def test_read_video_size_resizes_short_side_and_crops(tmp_path):
     path = _index_video(tmp_path / "idx.mp4", fps=30, n=40)
     clip = media.read_video(path, fps=17, size=(32, 32), with_audio=False)
@@ -177,6 +201,15 @@ def test_read_audio_wav_stereo_mono_and_resampling(tmp_path):
     part = media.read_audio(path, start=0.25, duration=0.5)
     assert part.waveform.shape == (2, 22050)
     assert torch.allclose(part.waveform, torch.from_numpy(tone[:, 11025:33075]), atol=1e-4)
+
+
+def test_read_audio_seeks_to_a_late_window(tmp_path):
+    tone = _tone(3, 3.0, 8000)  # slow ramp-like sine: every sample position has a distinct value
+    path = _wav(tmp_path / "long.wav", tone, 8000)
+    part = media.read_audio(path, start=2.25, duration=0.5)
+    assert part.waveform.shape == (1, 4000)
+    assert torch.allclose(part.waveform, torch.from_numpy(tone[:, 18000:22000]), atol=1e-4)
+    assert media.read_audio(path, start=2.5).waveform.shape == (1, 4000)  # to the end
 
 
 def test_to_mono_and_resample_lengths():
@@ -203,11 +236,13 @@ def test_read_audio_from_mp4_and_other_codecs(av_mp4, tmp_path):
 
 def test_read_video_audio_follows_the_video_window(av_mp4):
     path, _, audio = av_mp4
-    clip = media.read_video(path, fps=17, start=0.5, duration=1.0)
-    assert clip.num_frames == 17 and clip.audio.waveform.shape == (2, 44100)
-    ref = audio.waveform[:, 22050:66150]
-    got = clip.audio.waveform
-    assert torch.nn.functional.cosine_similarity(ref.flatten(), got.flatten(), dim=0) > 0.95
+    for start in (0.5, 1.25):  # the later start seeks in both streams
+        clip = media.read_video(path, fps=17, start=start, duration=0.5)
+        assert clip.num_frames == 9 and clip.audio.waveform.shape == (2, round(9 / 17 * 44100))
+        first = round(start * 44100)
+        ref = audio.waveform[:, first : first + clip.audio.waveform.shape[1]]
+        got = clip.audio.waveform
+        assert torch.nn.functional.cosine_similarity(ref.flatten(), got.flatten(), dim=0) > 0.95
 
 
 # ---- conforming ----------------------------------------------------------------------------------------------

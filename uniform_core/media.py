@@ -153,6 +153,12 @@ def _check_file(path, what: str) -> Path:
     return p
 
 
+def _video_stream(c):
+    """The first real video stream; cover art embedded in audio files (mp3, m4a) is not one."""
+    cover = getattr(getattr(av.stream, "Disposition", None), "attached_pic", 0)
+    return next((s for s in c.streams.video if not (cover and s.disposition & cover)), None)
+
+
 def _open(p: Path, what: str):
     try:
         return av.open(str(p))
@@ -171,7 +177,7 @@ def probe(path: str | os.PathLike) -> MediaInfo:
     """Describe a video or audio file from its headers (nothing is decoded)."""
     p = _check_file(path, "media")
     with _open(p, "media") as c:
-        v = c.streams.video[0] if c.streams.video else None
+        v = _video_stream(c)
         a = c.streams.audio[0] if c.streams.audio else None
         durations = [float(s.duration * s.time_base) for s in (v, a) if s is not None and s.duration]
         duration = c.duration / av.time_base if c.duration else (max(durations) if durations else None)
@@ -236,12 +242,13 @@ def read_video(
             raise InputError(f"size must be (height, width) in positive pixels; got {size!r}")
         size = (int(size[0]), int(size[1]))
     with _open(p, "video") as c:
-        if not c.streams.video:
+        stream = _video_stream(c)
+        if stream is None:
             kinds = "audio only" if c.streams.audio else "no video stream"
             raise InputError(f"video {str(p)!r} has no video stream ({kinds}); pass a video file, or read it as audio")
         has_audio = bool(c.streams.audio)
         try:
-            frames, out_fps, origin = _decode_video(c, c.streams.video[0], fps, size, start, duration)
+            frames, out_fps, origin = _decode_video(c, stream, fps, size, start, duration)
         except av.error.FFmpegError as e:
             raise InputError(f"video {str(p)!r} could not be decoded ({e})") from e
     if not frames:
@@ -258,8 +265,8 @@ def _is_pos_int(x) -> bool:
 
 
 def _decode_video(c, stream, fps, size, start, duration):
-    """Frames in the window, as uint8 (or resized float32 chunks when ``size`` is set), the output fps, and the
-    stream's time origin in seconds."""
+    """Frames in the window, upright, as uint8 (or resized float32 chunks when ``size`` is set), the output fps,
+    and the stream's time origin in seconds."""
     stream.thread_type = "AUTO"
     rate = stream.average_rate or stream.guessed_rate
     frame_dur = float(1 / rate) if rate else 0.0
@@ -291,7 +298,7 @@ def _decode_video(c, stream, fps, size, start, duration):
             if t >= end - _EPS:
                 break
             if t >= start - _EPS:
-                emit(torch.from_numpy(frame.to_ndarray(format="rgb24")))
+                emit(_upright(frame))
             continue
         # every output time before this frame starts shows the previous frame (or this one, if none came earlier)
         while (tk := start + k / fps) < end - _EPS and t > tk + _EPS:
@@ -302,8 +309,7 @@ def _decode_video(c, stream, fps, size, start, duration):
         if start + k / fps >= end - _EPS:
             prev = None
             break
-        array = torch.from_numpy(frame.to_ndarray(format="rgb24"))
-        prev, prev_t = array, t
+        prev, prev_t = _upright(frame), t
     if fps is not None and prev is not None:
         stop = min(end, prev_t + max(frame_dur, _EPS))
         while start + k / fps < stop - _EPS:
@@ -313,6 +319,13 @@ def _decode_video(c, stream, fps, size, start, duration):
     if fps is None:
         fps = float(rate) if rate else (len(out) / duration if duration else 1.0)
     return out, fps, origin or 0.0
+
+
+def _upright(frame) -> torch.Tensor:
+    """(H, W, 3) uint8 as the picture is meant to be shown: phones store portrait video sideways plus a rotation."""
+    array = torch.from_numpy(frame.to_ndarray(format="rgb24"))
+    turns = round(getattr(frame, "rotation", 0) / 90) % 4  # counterclockwise quarter turns
+    return torch.rot90(array, turns, dims=(0, 1)).contiguous() if turns else array
 
 
 def read_audio(
@@ -348,26 +361,32 @@ def _read_audio_file(p: Path, start: float, duration: float | None, origin: floa
         stream.thread_type = "AUTO"
         if origin is None:
             origin = _stream_origin(stream)
-        if start > 1.0 and origin is not None:
+        sought = start > 1.0 and origin is not None
+        if sought:
             c.seek(int((start + origin - 1.0) / stream.time_base), stream=stream, backward=True)
-        chunks, first_t, rate, last_samples = [], None, stream.rate, 0
+        chunks, first_t, rate, last_samples, have = [], None, stream.rate, 0, 0
+        end = math.inf if duration is None else start + duration
         try:
             for frame in c.decode(stream):
                 if first_t is None:
                     first_t = float(frame.time) if frame.time is not None else (origin or 0.0)
                     rate = frame.sample_rate
+                    origin = first_t if origin is None else origin
+                if first_t - origin + have / rate > end:
+                    break
                 chunks.append(_frame_to_float(frame))
                 last_samples = frame.samples
+                have += frame.samples
         except av.error.FFmpegError as e:
             raise InputError(f"audio {str(p)!r} could not be decoded ({e})") from e
         total = round(stream.duration * stream.time_base * rate) if stream.duration and rate else None
     if not chunks or sum(x.shape[1] for x in chunks) == 0:
         raise InputError(f"audio {str(p)!r} is zero-length: its audio stream has no samples")
     waveform = torch.from_numpy(np.concatenate(chunks, axis=1))
-    if start <= 1.0 and total is not None and 0 < waveform.shape[1] - total <= last_samples:
+    if not sought and total is not None and 0 < waveform.shape[1] - total <= last_samples:
         waveform = waveform[:, :total]  # drop the encoder's padding of the last frame (AAC: up to 1024 samples)
     # place the first decoded sample on the timeline, then cut the window
-    offset = round((first_t - (origin if origin is not None else first_t) - start) * rate)
+    offset = round((first_t - origin - start) * rate)
     if offset > 0:
         waveform = F.pad(waveform, (offset, 0))
     elif offset < 0:
@@ -538,7 +557,11 @@ def write_mp4(
     if audio is not None and not isinstance(audio, AudioClip):
         raise InputError(f"audio must be an AudioClip or None; got {type(audio).__name__}")
     samples = _mp4_audio(audio, t / fps) if audio is not None else None
+    if not isinstance(path, (str, os.PathLike)):
+        raise InputError(f"path must be a file path; got {type(path).__name__}")
     path = Path(path).expanduser()
+    if path.is_dir():
+        raise InputError(f"path {str(path)!r} is a folder; give the MP4 file name to write")
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(suffix=".mp4", prefix=f".{path.stem}-", dir=path.parent)
     os.close(fd)
