@@ -1,0 +1,109 @@
+"""Classifier-free guidance around the UniForm DiT, in the sampler's packed layout.
+
+Conditional and unconditional passes run as one DiT call on a batch of 2B (Open-Sora's forward_with_cfg):
+inputs [x; x], captions [y; y_null]. The guided noise is eps_u + s (eps_c - eps_u) (Ho & Salimans 2022); the
+learned variance is taken from the conditional half.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..errors import InputError
+from ..tasks import task_index
+from .samplers import ModelFn
+from .task_latent import TaskLatent, pack, unpack
+
+
+def cfg_combine(eps_cond: torch.Tensor, eps_uncond: torch.Tensor, scale: float) -> torch.Tensor:
+    """eps_uncond + scale * (eps_cond - eps_uncond); scale 1 is the conditional model, 0 the unconditional one."""
+    return eps_uncond + scale * (eps_cond - eps_uncond)
+
+
+def _pad_caption(y: torch.Tensor, mask: torch.Tensor | None, length: int, mask_dtype: torch.dtype):
+    """Zero-pad caption y [B, L, C] to ``length`` tokens, with a mask (of ``mask_dtype`` if made here) hiding them."""
+    if mask is None:
+        mask = torch.ones(y.shape[:2], dtype=mask_dtype, device=y.device)
+    pad = length - y.shape[1]
+    return torch.cat([y, y.new_zeros(y.shape[0], pad, y.shape[2])], 1), torch.cat(
+        [mask, mask.new_zeros(mask.shape[0], pad)], 1
+    )
+
+
+def _expand_batch(name: str, value: torch.Tensor | None, batch: int) -> torch.Tensor | None:
+    if value is None or value.shape[0] == batch:
+        return value
+    if value.shape[0] == 1:
+        return value.expand(batch, *value.shape[1:])
+    raise InputError(f"{name} must have batch size 1 or {batch}; got {value.shape[0]}")
+
+
+def make_model_fn(
+    dit: torch.nn.Module,
+    latent: TaskLatent,
+    y: torch.Tensor | None,
+    mask: torch.Tensor | None,
+    y_null: torch.Tensor | None,
+    mask_null: torch.Tensor | None,
+    cfg_scale: float,
+) -> ModelFn:
+    """A ``model_fn(x [B, D], t [B] long) -> (eps [B, D], v [B, D])`` for :func:`samplers.sample`.
+
+    dit: the UniForm DiT (``dit(video, audio, timestep, y, mask, task, fps, height=, width=)`` returning
+    (video_out [B, 2Cv, ...], audio_out [B, 2Ca, ...]) with eps in the first half of the channels, the variance value
+    in the second). latent: gives the task, shapes, fps and pixel size. y: caption embeddings [B or 1, L, Dc] with
+    mask [B or 1, L] (or None = all valid); None means no text (A2V/V2A may run without it): the null caption is the
+    only condition and no guidance is applied. y_null / mask_null: the unconditional (or negative-prompt)
+    caption; None uses ``dit.null_caption`` with y's length and mask, as Open-Sora does. Captions of different
+    lengths are zero-padded and masked. cfg_scale >= 0; at 1 only the conditional pass runs (batch B).
+    """
+    if isinstance(cfg_scale, bool) or not isinstance(cfg_scale, (int, float)) or not cfg_scale >= 0:
+        raise InputError(f"cfg_scale must be a number >= 0; got {cfg_scale!r}")
+    if y is None and y_null is None:
+        raise InputError("make_model_fn needs y or y_null: with no caption at all pass y_null=dit.null_caption(...)")
+    if y is None:  # text-free: the unconditional model is the whole prediction
+        y, mask, y_null, mask_null, cfg_scale = y_null, mask_null, None, None, 1.0
+    guided = cfg_scale != 1.0
+    if guided and y_null is None:
+        y_null, mask_null = dit.null_caption(y.shape[0], y.shape[1]).to(y), mask
+    if guided and (y_null.shape[1] != y.shape[1] or (mask is None) != (mask_null is None)):
+        length = max(y.shape[1], y_null.shape[1])
+        mask_dtype = mask.dtype if mask is not None else mask_null.dtype if mask_null is not None else torch.bool
+        y, mask = _pad_caption(y, mask, length, mask_dtype)
+        y_null, mask_null = _pad_caption(y_null, mask_null, length, mask_dtype)
+
+    video_shape, audio_shape = latent.video.shape[1:], latent.audio.shape[1:]
+    video_channels, audio_channels = video_shape[0], audio_shape[0]
+    task = task_index(latent.task)
+    param = next(dit.parameters(), None)
+    dtype = param.dtype if param is not None else latent.video.dtype
+
+    def model_fn(x: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        batch = x.shape[0]
+        video, audio = unpack(x, video_shape, audio_shape)
+        cond_y, cond_mask = _expand_batch("y", y, batch), _expand_batch("mask", mask, batch)
+        if guided:
+            video, audio, t = torch.cat([video, video]), torch.cat([audio, audio]), torch.cat([t, t])
+            cond_y = torch.cat([cond_y, _expand_batch("y_null", y_null, batch)])
+            if cond_mask is not None:
+                cond_mask = torch.cat([cond_mask, _expand_batch("mask_null", mask_null, batch)])
+        n = video.shape[0]
+        video_out, audio_out = dit(
+            video.to(dtype),
+            audio.to(dtype),
+            t.float(),
+            cond_y,
+            cond_mask,
+            torch.full((n,), task, dtype=torch.long, device=x.device),
+            torch.full((n,), float(latent.fps), device=x.device),
+            height=latent.height,
+            width=latent.width,
+        )
+        eps = pack(video_out[:, :video_channels], audio_out[:, :audio_channels]).to(x.dtype)
+        var = pack(video_out[:, video_channels:], audio_out[:, audio_channels:]).to(x.dtype)
+        if guided:
+            eps_cond, eps_uncond = eps.chunk(2)
+            eps, var = cfg_combine(eps_cond, eps_uncond, cfg_scale), var[:batch]
+        return eps, var
+
+    return model_fn

@@ -1,0 +1,195 @@
+"""Samplers over the packed audio-video latent, built on diffusers' schedulers.
+
+Every sampler runs the same loop; only the scheduler differs:
+
+    1. x_T = noise * init_noise_sigma, with the kept (condition) entries set to ``clean``
+    2. for each timestep t (high to low):
+       a. model input = scale_model_input(x_t), kept entries replaced by ``clean`` (their noise is zero at every
+          step, paper III-A, whatever scaling the scheduler uses)
+       b. eps, v = model_fn(input, t)
+       c. x_{t-1} = scheduler.step(...); kept entries reset to ``clean``
+    3. return x_0; its kept entries are bit-identical to ``clean``
+
+Samplers (30 steps each by default):
+    iddpm     DDPMScheduler, learned-range variance, "linspace" spacing = IDDPM respacing: for 30 steps
+              {0, 34, 69, ..., 965, 999}, respaced betas 1 - abar_t / abar_prev, ancestral noise
+              (the paper's / Open-Sora 1.0-1.1's sampler).
+    ddim      DDIMScheduler, eta 0 (deterministic).
+    dpmpp_2m  DPMSolverMultistepScheduler, DPM-Solver++ 2M, "linspace" spacing, final step to sigma 0.
+    euler     EulerDiscreteScheduler (probability-flow ODE, no churn), "trailing" spacing.
+
+Nothing inside the loop reads a device tensor on the host: scheduler tables and timesteps stay on the CPU,
+the model's timesteps are moved to the device once, and ancestral noise is drawn on the latent's device.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler
+
+from ..errors import Cancelled, InputError
+from .schedule import NoiseSchedule
+
+SAMPLERS = ("iddpm", "ddim", "dpmpp_2m", "euler")
+SAMPLER_DESCRIPTIONS = {
+    "iddpm": "IDDPM ancestral sampling with the learned variance (the paper's sampler; stochastic)",
+    "ddim": "DDIM, eta 0 (deterministic)",
+    "dpmpp_2m": "DPM-Solver++ 2M (deterministic, good at few steps)",
+    "euler": "Euler on the probability-flow ODE (deterministic)",
+}
+
+ModelFn = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+
+
+def check_sampler_args(sampler: str, steps: int, schedule: NoiseSchedule | None = None) -> None:
+    """Raise InputError unless ``sampler`` is known and 1 <= ``steps`` <= the schedule's length."""
+    if sampler not in SAMPLERS:
+        raise InputError(f"sampler must be one of {', '.join(SAMPLERS)}; got {sampler!r}")
+    limit = (schedule or NoiseSchedule()).num_timesteps
+    if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= limit:
+        raise InputError(f"steps must be an int from 1 to {limit}; got {steps!r}")
+
+
+def make_scheduler(sampler: str, steps: int, schedule: NoiseSchedule | None = None):
+    """The diffusers scheduler for ``sampler`` over ``schedule``'s betas, with its timesteps set (on the CPU)."""
+    schedule = schedule or NoiseSchedule()
+    check_sampler_args(sampler, steps, schedule)
+    common = {
+        "num_train_timesteps": schedule.num_timesteps,
+        "trained_betas": schedule.betas.numpy(),
+        "prediction_type": "epsilon",
+    }
+    if sampler == "iddpm":
+        # "linspace" rounds linspace(0, T-1, steps) exactly like IDDPM's space_timesteps(T, str(steps)), and
+        # DDPMScheduler steps to the previous *listed* timestep, so the respaced beta is 1 - abar_t / abar_prev and
+        # learned_range interpolates log beta and log btilde of the respaced chain, as IDDPM does. (The only
+        # difference, btilde at t=0, never matters: no noise is added on the last step.)
+        scheduler = DDPMScheduler(
+            **common, variance_type="learned_range", clip_sample=False, timestep_spacing="linspace"
+        )
+    elif sampler == "ddim":
+        # DDIMScheduler always steps from t to t - T // steps, so its grid must be evenly spaced by that ratio to
+        # be self-consistent. "leading" with offset ratio - 1 is the evenly spaced grid whose last step lands on
+        # abar = 1 and whose first step is as close to T - 1 as the spacing allows (989 for 30 steps).
+        ratio = schedule.num_timesteps // steps
+        scheduler = DDIMScheduler(
+            **common,
+            clip_sample=False,
+            set_alpha_to_one=True,
+            timestep_spacing="leading",
+            steps_offset=ratio - 1,
+        )
+    elif sampler == "dpmpp_2m":
+        scheduler = DPMSolverMultistepScheduler(
+            **common,
+            algorithm_type="dpmsolver++",
+            solver_order=2,
+            lower_order_final=True,
+            final_sigmas_type="zero",
+            timestep_spacing="linspace",
+        )
+    else:
+        scheduler = EulerDiscreteScheduler(**common, timestep_spacing="trailing", final_sigmas_type="zero")
+    scheduler.set_timesteps(steps)
+    return scheduler
+
+
+def sampler_timesteps(sampler: str, steps: int, schedule: NoiseSchedule | None = None) -> torch.Tensor:
+    """The timesteps (on the 0..T-1 scale, high to low) at which ``sampler`` calls the model, [steps] long."""
+    return make_scheduler(sampler, steps, schedule).timesteps.round().long()
+
+
+def _noise_generators(generators, batch: int, device: torch.device):
+    """Per-item generators for ancestral noise, living on ``device`` so no draw crosses to the host.
+
+    A generator on another device (e.g. CPU generators for CUDA latents) is replaced by a device generator seeded
+    from it, before the loop; item i still depends only on generators[i], so batches equal single runs.
+    """
+    if generators is None:
+        return None
+    if isinstance(generators, torch.Generator):
+        generators = [generators]
+    if not isinstance(generators, Sequence) or not all(isinstance(g, torch.Generator) for g in generators):
+        raise InputError(f"generators must be a list of torch.Generator, one per batch item; got {type(generators)}")
+    if len(generators) != batch:
+        raise InputError(f"generators must hold one torch.Generator per batch item ({batch}); got {len(generators)}")
+    out = []
+    for gen in generators:
+        if gen.device.type == device.type:
+            out.append(gen)
+        else:
+            seed = int(torch.randint(0, 2**62, (1,), generator=gen, device=gen.device).item())
+            out.append(torch.Generator(device).manual_seed(seed))
+    return out
+
+
+def _check_inputs(noise: torch.Tensor, clean: torch.Tensor, keep: torch.Tensor) -> None:
+    if not isinstance(noise, torch.Tensor) or noise.ndim != 2 or not noise.is_floating_point():
+        raise InputError(f"noise must be a float tensor [B, D]; got {getattr(noise, 'shape', type(noise))}")
+    if not isinstance(clean, torch.Tensor) or clean.shape != noise.shape:
+        raise InputError(
+            f"clean must have the shape of noise {tuple(noise.shape)}; got {getattr(clean, 'shape', clean)}"
+        )
+    if clean.dtype != noise.dtype or clean.device != noise.device:
+        raise InputError(
+            f"clean must match noise's dtype/device {noise.dtype}/{noise.device}; got {clean.dtype}/{clean.device}"
+        )
+    if not isinstance(keep, torch.Tensor) or keep.dtype != torch.bool or keep.shape != (noise.shape[1],):
+        raise InputError(
+            f"keep must be a bool tensor [{noise.shape[1]}]; "
+            f"got {getattr(keep, 'dtype', type(keep))} {tuple(getattr(keep, 'shape', ()))}"
+        )
+
+
+@torch.no_grad()
+def sample(
+    model_fn: ModelFn,
+    noise: torch.Tensor,
+    clean: torch.Tensor,
+    keep: torch.Tensor,
+    sampler: str = "iddpm",
+    steps: int = 30,
+    generators: Sequence[torch.Generator] | None = None,
+    callback: Callable[[int, int], None] | None = None,
+    cancel: Callable[[], bool] | None = None,
+    schedule: NoiseSchedule | None = None,
+) -> torch.Tensor:
+    """Denoise ``noise`` into x_0 with ``sampler`` in ``steps`` model calls.
+
+    model_fn(x [B, D], t [B] long on the 0..T-1 scale) -> (eps [B, D], v [B, D]), v the learned-range variance
+    value in [-1, 1] (only iddpm uses it). noise, clean: [B, D] of one dtype/device; keep: [D] bool, True on the
+    condition entries, which the model always sees as ``clean`` and which the result copies bit for bit.
+    generators: one torch.Generator per item for the ancestral noise (iddpm), so item i of a batch equals the single
+    run with generators[i]; None draws from torch's global RNG. callback(step, total) runs after each step;
+    cancel() is polled before each step and True raises Cancelled. Returns x_0 [B, D].
+    """
+    _check_inputs(noise, clean, keep)
+    scheduler = make_scheduler(sampler, steps, schedule)
+    batch, device = noise.shape[0], noise.device
+    gens = _noise_generators(generators, batch, device)
+    keep = keep.to(device)
+    timesteps = scheduler.timesteps  # CPU: the scheduler indexes its CPU tables with these
+    model_timesteps = timesteps.round().long().to(device)  # one transfer, before the loop
+    total = len(timesteps)
+
+    x = torch.where(keep, clean, noise * scheduler.init_noise_sigma)
+    for i, t in enumerate(timesteps):
+        if cancel is not None and cancel():
+            raise Cancelled(f"sampling cancelled at step {i} of {total}")
+        model_in = torch.where(keep, clean, scheduler.scale_model_input(x, t))
+        eps, v = model_fn(model_in, model_timesteps[i].expand(batch))
+        if eps.shape != x.shape or v.shape != x.shape:
+            raise InputError(
+                f"model_fn must return (eps, v) shaped {tuple(x.shape)}; got {tuple(eps.shape)}, {tuple(v.shape)}"
+            )
+        eps, v = eps.to(x.dtype), v.to(x.dtype)
+        if sampler == "iddpm":
+            out = scheduler.step(torch.cat([eps, v], dim=1), t, x, generator=gens).prev_sample
+        else:
+            out = scheduler.step(eps, t, x).prev_sample
+        x = torch.where(keep, clean, out.to(x.dtype))
+        if callback is not None:
+            callback(i + 1, total)
+    return x
