@@ -106,6 +106,23 @@ class PatchEmbed3D(nn.Module):
         return rearrange(self.proj(x), "B C T H W -> B T (H W) C")
 
 
+class AudioPatchEmbed(nn.Module):
+    """Audio latent (B, C, steps, freq) -> per-video-frame tokens (B, T, k*f, hidden).
+
+    Each video latent frame owns ``steps_per_frame`` consecutive audio latent steps; those are cut into patches
+    of ``patch_size`` = (time, freq), giving k = steps_per_frame/time rows of f = freq/freq_patch tokens.
+    """
+
+    def __init__(self, patch_size: tuple[int, int], in_channels: int, hidden_size: int, steps_per_frame: int):
+        super().__init__()
+        self.steps_per_frame = steps_per_frame
+        self.proj = nn.Conv2d(in_channels, hidden_size, kernel_size=tuple(patch_size), stride=tuple(patch_size))
+
+    def forward(self, audio: torch.Tensor) -> torch.Tensor:
+        frames = audio.shape[2] // self.steps_per_frame
+        return rearrange(self.proj(audio), "B C (T k) f -> B T (k f) C", T=frames)
+
+
 class CaptionEmbedder(nn.Module):
     """Text encoder states (B, L, caption_channels) -> (B, L, hidden) through ``y_proj``; holds the null caption.
 
