@@ -1,5 +1,6 @@
 """AudioLDM codec: exact real-checkpoint keys, latent/waveform shapes, trimming, errors, files and folders."""
 
+import copy
 import json
 import shutil
 from dataclasses import asdict, replace
@@ -7,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import save_file
 
 from uniform_core.codecs.audio import (
     AUDIO_VAE_PRESETS,
@@ -194,3 +196,36 @@ def test_bad_paths_say_what_was_expected(codec, tmp_path):
     junk.write_bytes(b"not a safetensors file")
     with pytest.raises(CheckpointError, match="not a readable safetensors"):
         load_audio_vae(junk)
+
+
+def test_bare_files_without_config_take_the_real_preset(codec, tmp_path, monkeypatch):
+    # stand the tiny configs in for the real ones so the test needs no 55M-parameter files
+    monkeypatch.setitem(AUDIO_VAE_PRESETS, "audioldm-s-full", codec.vae.config)
+    monkeypatch.setitem(VOCODER_PRESETS, "audioldm-s-full", codec.vocoder.config)
+    save_file(codec.vae.model.state_dict(), tmp_path / "vae.safetensors")
+    save_file(codec.vocoder.model.state_dict(), tmp_path / "vocoder.safetensors")
+    vae, vocoder = load_audio_vae(tmp_path / "vae.safetensors"), load_vocoder(tmp_path / "vocoder.safetensors")
+    assert vae.config == codec.vae.config and vocoder.config == codec.vocoder.config
+    z = torch.randn(1, 8, 5, 16)
+    assert torch.equal(AudioCodec(vae, vocoder).decode(z), codec.decode(z))
+    state = codec.vocoder.model.state_dict()
+    save_file({k: v for k, v in state.items() if k != "conv_post.bias"}, tmp_path / "cut.safetensors")
+    with pytest.raises(CheckpointError, match="missing keys: conv_post.bias"):
+        load_vocoder(tmp_path / "cut.safetensors")
+
+
+def test_pickled_diffusers_weights_load_with_weights_only(codec, tmp_path):
+    codec.vae.model.save_pretrained(tmp_path / "vae")
+    (tmp_path / "vae" / "diffusion_pytorch_model.safetensors").unlink()
+    torch.save(codec.vae.model.state_dict(), tmp_path / "vae" / "diffusion_pytorch_model.bin")
+    z = torch.randn(1, 8, 5, 16)
+    assert torch.equal(load_audio_vae(tmp_path / "vae").decode(z), codec.vae.decode(z))
+
+
+def test_half_precision_codec_keeps_a_float32_interface(codec):
+    half = copy.deepcopy(codec).to(torch.bfloat16)
+    wav = _wave(1, seed=5)
+    z = half.encode(wav, deterministic=True)
+    assert z.dtype == torch.float32
+    assert torch.allclose(z, codec.encode(wav, deterministic=True), atol=0.1)
+    assert half.decode(z).dtype == torch.float32

@@ -108,12 +108,12 @@ class MelFrontEnd(nn.Module):
             n_fft=c.n_fft,
             hop_length=c.hop_length,
             win_length=c.win_length,
-            window=self.window,
+            window=self.window.float(),  # float32 even when the codec was cast to half precision
             center=True,
             pad_mode="reflect",
             return_complex=True,
         ).abs()  # (B, n_fft // 2 + 1, T + 1) magnitude, not power
-        mel = torch.matmul(self.mel_basis, spec[..., : waveform.shape[-1] // c.hop_length])
+        mel = torch.matmul(self.mel_basis.float(), spec[..., : waveform.shape[-1] // c.hop_length])
         return torch.log(torch.clamp(mel, min=c.log_floor)).transpose(1, 2)
 
 
