@@ -167,7 +167,7 @@ def _open(p: Path, what: str):
 
 
 def _seconds(x: float) -> str:
-    return f"{round(x, 3):g} s"
+    return f"{round(x, 2):g} s"
 
 
 # ---- probing ---------------------------------------------------------------------------------------------------
