@@ -114,3 +114,165 @@ def test_bad_inputs_are_named():
         colour_present(torch.zeros(2, 8, 8, 3), "purple")
     with pytest.raises(InputError, match="waveform"):
         audio_onsets(np.zeros((1, 2, 3)), SR)
+
+
+# ---- AV-align ---------------------------------------------------------------------------------------------------
+
+
+def test_av_align_prefers_sync_over_a_shift_over_random_pairing():
+    """Averaged over clips: in sync > audio delayed by 0.5 s > audio of another clip (random pairing)."""
+    pytest.importorskip("librosa")
+    pytest.importorskip("cv2")
+    from uniform_core.eval.av_align import _iou, audio_peaks, av_align, video_peaks
+
+    scores = []
+    for seed in range(12):
+        clip = make_clip(seed)
+        shift = int(0.5 * SR)
+        delayed = torch.cat([torch.zeros(shift), clip.waveform[:-shift]])
+        other = make_clip(seed + 1000).waveform
+        synced = av_align(clip.frames, FPS, clip.waveform, SR)
+        v_peaks = synced.video_peaks
+        scores.append([synced.score] + [_iou(audio_peaks(w, SR)[0], v_peaks, FPS)[0] for w in (delayed, other)])
+        if seed == 0:
+            assert len(synced.motion_curve) == clip.frames.shape[0]
+            assert synced.motion_curve[0] == synced.motion_curve[1]  # the original's duplicated first entry
+            assert (
+                v_peaks
+                == video_peaks(
+                    [np.ascontiguousarray((f * 255).round().byte().numpy()[..., ::-1]) for f in clip.frames], FPS
+                )[0]
+            )
+            assert all(abs(a - v) < 1 / FPS for a, v in synced.matched)
+    sync, delayed, other = np.mean(scores, axis=0)
+    assert sync > delayed > other, scores
+
+
+def test_av_align_empty_case_and_missing_dependency(monkeypatch):
+    pytest.importorskip("librosa")
+    pytest.importorskip("cv2")
+    from uniform_core.errors import UniFormError
+    from uniform_core.eval import av_align as mod
+
+    still = torch.full((8, 32, 32, 3), 0.5)
+    result = mod.av_align(still, FPS, torch.zeros(SR), SR)
+    assert (result.score, result.audio_peaks, result.video_peaks) == (0.0, [], [])
+    with pytest.raises(InputError, match="2 video frames"):
+        mod.av_align(still[:1], FPS, torch.zeros(SR), SR)
+    monkeypatch.setitem(__import__("sys").modules, "librosa", None)
+    with pytest.raises(UniFormError, match=r"pip install uniform-av\[eval\]"):
+        mod.av_align(still, FPS, torch.zeros(SR), SR)
+
+
+def _reference_av_align(mp4: str, wav: str) -> float:
+    """The Seeing & Hearing procedure restated step by step with cv2/librosa, to pin every parameter."""
+    import cv2
+    import librosa
+
+    y, sr = librosa.load(wav)
+    env = librosa.onset.onset_strength(y=y, sr=sr)
+    a = librosa.frames_to_time(librosa.onset.onset_detect(onset_envelope=env, sr=sr), sr=sr)
+    cap = cv2.VideoCapture(mp4)
+    fps = cap.get(cv2.CAP_PROP_FPS)
+    frames = []
+    while (ok_frame := cap.read())[0]:
+        frames.append(cv2.cvtColor(ok_frame[1], cv2.COLOR_BGR2GRAY))
+
+    def flow(p, c):
+        f = cv2.calcOpticalFlowFarneback(p, c, None, 0.5, 3, 15, 3, 5, 1.2, 0)
+        return cv2.mean(cv2.magnitude(f[..., 0], f[..., 1]))[0]
+
+    mags = [flow(frames[0], frames[1])] + [flow(frames[i - 1], frames[i]) for i in range(1, len(frames))]
+    v = [i / fps for i in range(1, len(mags) - 1) if mags[i - 1] < mags[i] > mags[i + 1]]
+    hits = sum(any(x - 1 / fps < t < x + 1 / fps for x in v) for t in a)
+    return hits / (len(a) + len(v) - hits)
+
+
+def test_av_align_files_match_the_reference_procedure(tmp_path):
+    pytest.importorskip("librosa")
+    pytest.importorskip("cv2")
+    soundfile = pytest.importorskip("soundfile")
+    pytest.importorskip("uniform_core.media")
+    from uniform_core.eval.av_align import av_align, av_align_dataset, av_align_files
+    from uniform_core.media import read_video
+    from uniform_core.train.synthetic import write_dataset
+
+    videos, wavs = tmp_path / "videos", tmp_path / "wavs"
+    paths = write_dataset(videos, [3, 4], SyntheticSpec())
+    wavs.mkdir()
+    soundfile.write(wavs / "000003.wav", make_clip(3).waveform.numpy(), SR)
+
+    with_wav = av_align_files(paths[0], wavs / "000003.wav")
+    assert with_wav.score == pytest.approx(_reference_av_align(str(paths[0]), str(wavs / "000003.wav")))
+    # The MP4's own AAC track gives the same peaks as the WAV, and the file matches the decoded tensors.
+    own = av_align_files(paths[0])
+    assert own.score == pytest.approx(with_wav.score, abs=0.15)
+    decoded = read_video(paths[0])
+    assert av_align(decoded.frames, decoded.fps, decoded.audio.waveform, SR).video_peaks == own.video_peaks
+
+    data = av_align_dataset(videos, wavs)
+    assert data.num_files == 2 and data.missing_audio == ["000004"]
+    assert data.score == pytest.approx(with_wav.score / 2)  # the missing WAV still counts, as in the original
+    with pytest.raises(InputError, match="no .mp4"):
+        av_align_dataset(wavs)
+
+
+# ---- Frechet / kernel distances ---------------------------------------------------------------------------------
+
+
+def _reference_frechet(a, b):
+    from scipy import linalg
+
+    mu1, mu2 = a.mean(0), b.mean(0)
+    s1, s2 = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    covmean = linalg.sqrtm(s1 @ s2).real
+    return float(((mu1 - mu2) ** 2).sum() + np.trace(s1 + s2 - 2 * covmean))
+
+
+def _reference_kernel(a, b, degree=3, gamma=None, coef0=1.0):
+    gamma = 1.0 / a.shape[1] if gamma is None else gamma
+    m, n = len(a), len(b)
+
+    def k(x, y):
+        return np.array([[(gamma * xi.dot(yj) + coef0) ** degree for yj in y] for xi in x])
+
+    kaa, kbb, kab = k(a, a), k(b, b), k(a, b)
+    off = lambda m_: m_.sum() - np.diagonal(m_).sum()  # noqa: E731
+    return off(kaa) / (m * (m - 1)) + off(kbb) / (n * (n - 1)) - 2 * kab.sum() / (m * n)
+
+
+def test_frechet_and_kernel_distance_match_independent_references():
+    pytest.importorskip("scipy")
+    from uniform_core.eval.frechet import frechet_distance, kernel_distance
+
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((60, 8))
+    b = rng.standard_normal((45, 8)) @ rng.standard_normal((8, 8)) * 0.5 + 0.3
+    assert frechet_distance(a, b) == pytest.approx(_reference_frechet(a, b), rel=1e-6)
+    assert frechet_distance(torch.from_numpy(a).float(), b) == pytest.approx(_reference_frechet(a, b), rel=1e-4)
+    assert frechet_distance(a, a) == pytest.approx(0.0, abs=1e-8)
+    assert kernel_distance(a, b) == pytest.approx(_reference_kernel(a, b), rel=1e-9)
+    assert kernel_distance(a, b, degree=2, gamma=0.3, coef0=0.5) == pytest.approx(
+        _reference_kernel(a, b, 2, 0.3, 0.5), rel=1e-9
+    )
+    # Same distribution: both distances are near zero, far below a shifted one.
+    c = rng.standard_normal((60, 8))
+    assert abs(kernel_distance(a, c)) < 0.1 * kernel_distance(a, c + 1.0)
+    assert frechet_distance(a, c) < 0.1 * frechet_distance(a, c + 1.0)
+    with pytest.raises(InputError, match="same width"):
+        frechet_distance(a, b[:, :4])
+    with pytest.raises(InputError, match="feats_a"):
+        kernel_distance(a[:1], b)
+
+
+@pytest.mark.parametrize("kind, file", [("vggish", "vggish-10086976.pth"), ("i3d", "i3d_pretrained_400.pt")])
+def test_missing_feature_weights_say_what_to_get(kind, file, tmp_path):
+    from uniform_core.errors import CheckpointError
+    from uniform_core.eval.frechet import load_feature_extractor
+
+    with pytest.raises(CheckpointError, match=file):
+        load_feature_extractor(kind, None)
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_feature_extractor(kind, tmp_path / file)
+    with pytest.raises(InputError, match="vggish, panns, i3d"):
+        load_feature_extractor("inception", None)

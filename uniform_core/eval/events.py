@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from ..errors import InputError
-from ..train.synthetic import COLOURS, SOUND_CLASSES
+from ..train.synthetic import COLOURS
 
 ONSET_WINDOW_S = 0.016
 ONSET_HOP_S = 0.004
@@ -254,15 +254,3 @@ def sound_class(waveform, sample_rate: int) -> str:
     if flatness >= KNOCK_MIN_FLATNESS:
         return "knock"
     return "chime" if freqs[band][spectrum.argmax()] >= CHIME_MIN_HZ else "tone"
-
-
-__all__ = [
-    "SOUND_CLASSES",
-    "EventScore",
-    "audio_onsets",
-    "colour_present",
-    "dominant_colour",
-    "event_f1",
-    "sound_class",
-    "visual_impacts",
-]
