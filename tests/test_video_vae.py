@@ -1,11 +1,14 @@
 """Video VAE (Open-Sora VAE v1.2): checkpoint layout, reference parity, chunking, loading and input errors."""
 
 import json
+import weakref
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
 
 from uniform_core.checkpoint import load_matching, save_component
 from uniform_core.codecs import video_vae as vv
@@ -164,6 +167,57 @@ def test_stages_never_see_more_than_one_micro_batch_or_chunk(tiny):
     assert max(seen["2d"]) == 4 and sum(seen["2d"]) == 80
     assert seen["temporal_in"] == [20, 20, 8]  # 17, 17, 6 frames, each padded in front to a multiple of 4
     assert seen["temporal_out"] == [5, 5, 2]
+
+
+class LiveTensorBytes(TorchDispatchMode):
+    """Peak bytes of the tensor storages created inside the block and still referenced (CPU stand-in for
+    ``torch.cuda.max_memory_allocated``); storages of ``existing`` tensors are not counted."""
+
+    def __init__(self, existing):
+        super().__init__()
+        self.skip = {t.untyped_storage().data_ptr() for t in existing}
+        self.owners, self.sizes, self.live, self.peak = {}, {}, 0, 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in tree_flatten(out)[0]:
+            if isinstance(t, torch.Tensor) and t.untyped_storage().data_ptr() not in self.skip:
+                self._hold(t)
+        return out
+
+    def _hold(self, t):
+        key = t.untyped_storage().data_ptr()
+        owners = self.owners.setdefault(key, set())
+        if not owners:
+            self.sizes[key] = t.untyped_storage().nbytes()
+            self.live += self.sizes[key]
+            self.peak = max(self.peak, self.live)
+        if id(t) not in owners:
+            owners.add(id(t))
+            weakref.finalize(t, self._release, key, id(t))
+
+    def _release(self, key, ident):
+        self.owners[key].discard(ident)
+        if not self.owners[key]:
+            self.live -= self.sizes.pop(key)
+            del self.owners[key]
+
+
+def test_working_memory_does_not_grow_with_clip_length(tiny):
+    """Peak memory minus the output is the same for 1 s and 2 s clips, in both directions."""
+    beyond = {}
+    for seconds in (1, 2):
+        frames = clip(17 * seconds, size=16)
+        z = tiny.encode(frames, deterministic=True).detach()
+        runs = {"encode": lambda x=frames: tiny.encode(x), "decode": lambda z=z, n=frames.shape[2]: tiny.decode(z, n)}
+        for name, run in runs.items():
+            with torch.no_grad(), LiveTensorBytes([frames, z, *tiny.parameters(), *tiny.buffers()]) as memory:
+                out = run()
+            beyond[name, seconds] = memory.peak - out.numel() * out.element_size()
+            assert beyond[name, seconds] > 0
+    extra_output = clip(17, size=16).numel() * 4  # what 1 s more of decoded frames takes
+    for name in ("encode", "decode"):
+        assert abs(beyond[name, 2] - beyond[name, 1]) < 0.05 * extra_output
 
 
 def test_micro_batch_size_does_not_change_the_result(tiny):
