@@ -229,3 +229,17 @@ def test_half_precision_codec_keeps_a_float32_interface(codec):
     assert z.dtype == torch.float32
     assert torch.allclose(z, codec.encode(wav, deterministic=True), atol=0.1)
     assert half.decode(z).dtype == torch.float32
+
+
+def test_scaling_factor_override(codec, tmp_path):
+    codec.vae.save(tmp_path / "audio_vae.safetensors")
+    codec.vocoder.save(tmp_path / "vocoder.safetensors")
+    loaded = load_audio_codec(tmp_path, scaling_factor=0.5)
+    assert (
+        loaded.scaling_factor == 0.5
+        and load_audio_vae(tmp_path / "audio_vae.safetensors").config.scaling_factor == 1.0
+    )
+    wav = _wave(1, seed=6)
+    assert torch.allclose(loaded.encode(wav, deterministic=True), codec.encode(wav, deterministic=True) * 0.5)
+    with pytest.raises(InputError, match="scaling_factor"):
+        load_audio_vae(tmp_path / "audio_vae.safetensors", scaling_factor=-1.0)

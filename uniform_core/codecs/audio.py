@@ -11,7 +11,7 @@ import json
 import logging
 import math
 import os
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import torch
@@ -314,8 +314,9 @@ def _load_component(path, kind, cls, config_cls, presets, weight_names, subfolde
     sibling = path.parent / "config.json"
     if sibling.is_file() and is_config(_json_config(sibling)):
         return _load_with_config(sibling, path, cls, config_cls, is_config, what)
-    logger.warning("%s has no config beside it; assuming the 'audioldm-s-full' %s config", path, what)
-    module = cls(presets["audioldm-s-full"])
+    config = presets["audioldm-s-full"]
+    logger.warning("%s has no config.json beside it; assuming the 'audioldm-s-full' %s config %s", path, what, config)
+    module = cls(config)
     load_matching(module.model, load_state_dict_file(path), f"{what} file {path} (expected AudioLDM's keys)")
     return module
 
@@ -329,11 +330,15 @@ def _load_with_config(config_path: Path, weights: Path, cls, config_cls, is_conf
     return module
 
 
-def load_audio_vae(path: str | os.PathLike) -> AudioVAE:
+def load_audio_vae(path: str | os.PathLike, scaling_factor: float | None = None) -> AudioVAE:
     """The AudioLDM mel VAE from a UniForm ``audio_vae`` file, a diffusers AudioLDM folder or its ``vae/`` folder,
     or a bare ``diffusion_pytorch_model.safetensors`` (its ``config.json`` beside it is used when present, else the
-    ``audioldm-s-full`` config, scaling factor included)."""
-    return _load_component(
+    ``audioldm-s-full`` config, scaling factor included).
+
+    ``scaling_factor`` overrides the file's, e.g. for a bare file of another AudioLDM size (m-full 0.9138, l-full
+    0.9655), whose architecture is the same but whose learnt latent scale differs.
+    """
+    vae = _load_component(
         path,
         AUDIO_VAE_KIND,
         AudioVAE,
@@ -344,6 +349,11 @@ def load_audio_vae(path: str | os.PathLike) -> AudioVAE:
         _is_vae_config,
         "audio VAE",
     )
+    if scaling_factor is not None:
+        if isinstance(scaling_factor, bool) or not isinstance(scaling_factor, (int, float)) or not scaling_factor > 0:
+            raise InputError(f"scaling_factor must be a positive number; got {scaling_factor!r}")
+        vae.config = replace(vae.config, scaling_factor=float(scaling_factor))
+    return vae
 
 
 def load_vocoder(path: str | os.PathLike) -> Vocoder:
@@ -362,14 +372,16 @@ def load_vocoder(path: str | os.PathLike) -> Vocoder:
     )
 
 
-def load_audio_codec(path: str | os.PathLike) -> AudioCodec:
+def load_audio_codec(path: str | os.PathLike, scaling_factor: float | None = None) -> AudioCodec:
     """An :class:`AudioCodec` from a folder: a diffusers AudioLDM folder (``vae/`` and ``vocoder/``), or a folder
-    with UniForm ``audio_vae.safetensors`` and ``vocoder.safetensors``."""
+    with UniForm ``audio_vae.safetensors`` and ``vocoder.safetensors``. ``scaling_factor``: see
+    :func:`load_audio_vae`."""
     path = Path(path)
     if (path / "vae").is_dir() and (path / "vocoder").is_dir():
-        return AudioCodec(load_audio_vae(path / "vae"), load_vocoder(path / "vocoder"))
+        return AudioCodec(load_audio_vae(path / "vae", scaling_factor), load_vocoder(path / "vocoder"))
     if (path / "audio_vae.safetensors").is_file() and (path / "vocoder.safetensors").is_file():
-        return AudioCodec(load_audio_vae(path / "audio_vae.safetensors"), load_vocoder(path / "vocoder.safetensors"))
+        vae = load_audio_vae(path / "audio_vae.safetensors", scaling_factor)
+        return AudioCodec(vae, load_vocoder(path / "vocoder.safetensors"))
     raise CheckpointError(
         f"{str(path)!r} is not an audio codec folder; expected a diffusers AudioLDM folder (e.g. cvssp/audioldm-s-full"
         "-v2) with vae/ and vocoder/ subfolders, or a folder with audio_vae.safetensors and vocoder.safetensors"
