@@ -114,6 +114,12 @@ def test_hf_t5_folder_loads_the_encoder(t5_folder):
     assert torch.allclose(emb, ref * mask[..., None], atol=1e-5)
 
 
+def test_a_weight_file_picks_its_folder(t5_folder):
+    folder = t5_folder[0]
+    picked = load_text_encoder(folder / "model.safetensors")
+    assert torch.equal(picked.encode(PROMPTS)[0], load_text_encoder(folder).encode(PROMPTS)[0])
+
+
 def test_folder_encoder_file_keeps_its_tokenizer(t5_folder, tmp_path):
     folder = t5_folder[0]
     loaded = load_text_encoder(folder)
@@ -130,8 +136,11 @@ def test_bad_paths(t5_folder, tmp_path):
         load_text_encoder(tmp_path / "missing")
     with pytest.raises(CheckpointError, match="no readable config.json"):
         load_text_encoder(tmp_path)
-    with pytest.raises(CheckpointError, match="pass a T5 folder whole"):
-        load_text_encoder(folder / "model.safetensors")
+    stray = tmp_path / "stray" / "model.safetensors"
+    stray.parent.mkdir()
+    shutil.copy(folder / "model.safetensors", stray)
+    with pytest.raises(CheckpointError, match="neither a UniForm text encoder file nor in a T5 folder"):
+        load_text_encoder(stray)
     bert = tmp_path / "bert"
     bert.mkdir()
     (bert / "config.json").write_text(json.dumps({"model_type": "bert"}))

@@ -163,12 +163,13 @@ class TextEncoder(nn.Module):
 
 def load_text_encoder(path: str | os.PathLike) -> TextEncoder:
     """A :class:`TextEncoder` from a Hugging Face T5 folder (``config.json``, tokenizer files and weights, e.g.
-    google/flan-t5-large; a full encoder-decoder checkpoint is fine, only the encoder is kept) or a UniForm
-    ``text_encoder`` .safetensors file. Nothing is downloaded."""
+    google/flan-t5-large; a full encoder-decoder checkpoint is fine, only the encoder is kept), a weight file inside
+    such a folder (what a file picker hands over), or a UniForm ``text_encoder`` .safetensors file. Nothing is
+    downloaded."""
     path = Path(path)
     expected = (
         "a Hugging Face T5 folder (config.json, tokenizer.json or spiece.model, model.safetensors; e.g. "
-        "google/flan-t5-large) or a UniForm 'text_encoder' .safetensors file"
+        "google/flan-t5-large) or a file in one, or a UniForm 'text_encoder' .safetensors file"
     )
     if path.is_dir():
         return _load_hf_folder(path, expected)
@@ -176,7 +177,9 @@ def load_text_encoder(path: str | os.PathLike) -> TextEncoder:
         raise CheckpointError(f"text encoder path {str(path)!r} does not exist; expected {expected}")
     if path.suffix == ".safetensors" and read_metadata(path).get("uniform_component") is not None:
         return TextEncoder.load(path)
-    raise CheckpointError(f"{path} is not a UniForm text encoder file; expected {expected} (pass a T5 folder whole)")
+    if (path.parent / "config.json").is_file():
+        return _load_hf_folder(path.parent, expected)
+    raise CheckpointError(f"{path} is neither a UniForm text encoder file nor in a T5 folder; expected {expected}")
 
 
 def _load_hf_folder(folder: Path, expected: str) -> TextEncoder:
