@@ -121,3 +121,19 @@ def test_rope_rotates_interleaved_pairs_by_frame_index():
 def test_config_rejects_unknown_fields():
     with pytest.raises(InputError, match="hidden"):
         STDiT3Config.from_dict({"hiden_size": 64})
+
+
+@needs_golden
+def test_training_replaces_captions_by_the_null_caption(golden):
+    """Open-Sora's caption dropout for classifier-free guidance (class_dropout_prob, training mode only)."""
+    model, io = golden
+    always = STDiT3(STDiT3Config(**SMALL, class_dropout_prob=1.0))
+    always.load_state_dict(model.state_dict())
+    null = model.y_embedder.y_embedding.expand(2, 1, -1, -1)
+    kwargs = dict(fps=io["fps"], height=io["height"], width=io["width"])
+    with torch.no_grad():
+        dropped = always.train()(io["x"], io["timestep"], io["y"], **kwargs)
+        expected = model(io["x"], io["timestep"], null, **kwargs)
+        kept = always.eval()(io["x"], io["timestep"], io["y"], **kwargs)
+    torch.testing.assert_close(dropped, expected)
+    torch.testing.assert_close(kept, io["out_nomask"], atol=1e-5, rtol=1e-5)

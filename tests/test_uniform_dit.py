@@ -286,3 +286,36 @@ def test_init_from_pixart_renames_blocks_and_extends_the_null_caption():
     torch.testing.assert_close(null[5:], weights["y_embedder.y_embedding"][4:5].expand(3, -1))
     assert "y_embedder.y_embedding" in report.adapted
     assert all(block.attn.proj.weight.abs().max() == 0 for block in model.temporal_blocks)
+
+
+def test_gradient_checkpointing_gives_the_same_gradients():
+    torch.manual_seed(0)
+    dit = UniFormDiT.from_preset("tiny").train()
+    x = inputs(batch=1)
+    x["y"] = dit.null_caption(1, 4)  # the null caption is learned, so it must receive a gradient
+
+    def grads():
+        dit.zero_grad()
+        video, audio = dit(**x)
+        (video.square().mean() + audio.square().mean()).backward()
+        return {n: p.grad.clone() for n, p in dit.named_parameters() if p.grad is not None}
+
+    plain = grads()
+    dit.gradient_checkpointing = True
+    checkpointed = grads()
+    assert plain.keys() == checkpointed.keys() and "y_embedder.y_embedding" in plain
+    for name, g in plain.items():
+        torch.testing.assert_close(checkpointed[name], g, atol=1e-6, rtol=1e-5)
+
+
+def test_bfloat16_weights_give_float32_outputs_close_to_float32(model, tmp_path):
+    path = tmp_path / "dit.safetensors"
+    model.save(path)
+    half = UniFormDiT.load(path, dtype=torch.bfloat16)
+    assert half.x_embedder.proj.weight.dtype == torch.bfloat16
+    x = inputs()
+    video, audio = run(model, **x)
+    video_bf16, audio_bf16 = run(half, **x)
+    assert video_bf16.dtype == torch.float32 and audio_bf16.dtype == torch.float32
+    assert (video_bf16 - video).abs().max() < 0.1 * video.abs().max()
+    assert (audio_bf16 - audio).abs().max() < 0.1 * audio.abs().max()

@@ -98,7 +98,9 @@ class STDiT3Config:
 class STDiT3Block(nn.Module):
     """Self-attention (over S in a frame, or over T at a position), text cross-attention, MLP; adaLN-single."""
 
-    def __init__(self, hidden_size: int, num_heads: int, mlp_ratio: float, qk_norm: bool, drop_path: float, temporal):
+    def __init__(
+        self, hidden_size: int, num_heads: int, mlp_ratio: float, qk_norm: bool, drop_path: float, temporal: bool
+    ):
         super().__init__()
         self.temporal = temporal
         self.norm1 = nn.LayerNorm(hidden_size, elementwise_affine=False, eps=1e-6)
@@ -111,26 +113,25 @@ class STDiT3Block(nn.Module):
 
     def forward(self, x, y, y_mask, t_mlp, t0_mlp=None, x_mask=None, rope=None):
         """x: (B, T, S, C); y: (B, L, C); y_mask: (B, L) bool or None; t_mlp, t0_mlp: (B, 6C);
-        x_mask: (B, T) bool, False = frame modulated by t0_mlp (timestep 0). Returns (B, T, S, C)."""
-        B, T, S, C = x.shape
-        mod = self._modulation(t_mlp, x_mask, t0_mlp)
-        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = mod
-
-        h = t2i_modulate(self.norm1(x), shift_msa, scale_msa)
-        if self.temporal:
-            h = rearrange(h, "B T S C -> (B S) T C")
-            h = rearrange(self.attn(h, rope), "(B S) T C -> B T S C", B=B)
-        else:
-            h = rearrange(h, "B T S C -> (B T) S C")
-            h = rearrange(self.attn(h), "(B T) S C -> B T S C", B=B)
+        x_mask: (B, T) bool, False = frame modulated by t0_mlp (timestep 0); rope: temporal blocks' RoPE.
+        Returns (B, T, S, C)."""
+        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = self._modulation(t_mlp, x_mask, t0_mlp)
+        h = self._self_attention(t2i_modulate(self.norm1(x), shift_msa, scale_msa), rope)
         x = x + self.drop_path(gate_msa * h)
 
-        x = x + rearrange(
-            self.cross_attn(rearrange(x, "B T S C -> B (T S) C"), y, y_mask), "B (T S) C -> B T S C", T=T
-        )
+        h = self.cross_attn(rearrange(x, "B T S C -> B (T S) C"), y, y_mask)  # no gate, as in Open-Sora
+        x = x + rearrange(h, "B (T S) C -> B T S C", T=x.shape[1])
 
         h = self.mlp(t2i_modulate(self.norm2(x), shift_mlp, scale_mlp))
         return x + self.drop_path(gate_mlp * h)
+
+    def _self_attention(self, h, rope):
+        """Over the S tokens of each frame (spatial block) or over the T frames at each position (temporal)."""
+        if self.temporal:
+            seq = rearrange(h, "B T S C -> (B S) T C")
+            return rearrange(self.attn(seq, rope), "(B S) T C -> B T S C", S=h.shape[2])
+        seq = rearrange(h, "B T S C -> (B T) S C")
+        return rearrange(self.attn(seq), "(B T) S C -> B T S C", T=h.shape[1])
 
     def _modulation(self, t_mlp, x_mask, t0_mlp):
         """Six (B, T or 1, 1, C) tensors; with x_mask, frames where it is False take the timestep-0 values."""
@@ -222,9 +223,10 @@ class STDiT3Backbone(nn.Module):
 
 def default_conditions(batch: int, latent_h: int, latent_w: int, fps, height, width, device):
     """Fill in fps (default 17) and the pixel height/width (default 8 x latent size) as Open-Sora reads them."""
-    if fps is None:
-        fps = torch.full((batch,), float(VIDEO_FPS), device=device)
-    fps = torch.as_tensor(fps, dtype=torch.float32, device=device).reshape(-1).expand(batch)
+    fps = torch.as_tensor(VIDEO_FPS if fps is None else fps, dtype=torch.float32, device=device).reshape(-1)
+    if fps.numel() not in (1, batch):
+        raise InputError(f"fps must be a number or have shape ({batch},); got {tuple(fps.shape)}")
+    fps = fps.expand(batch)
     height = float(latent_h * VIDEO_DOWNSAMPLE if height is None else torch.as_tensor(height).reshape(-1)[0])
     width = float(latent_w * VIDEO_DOWNSAMPLE if width is None else torch.as_tensor(width).reshape(-1)[0])
     return fps, height, width
@@ -240,9 +242,10 @@ class STDiT3(STDiT3Backbone):
     def forward(self, x, timestep, y, mask=None, x_mask=None, fps=None, height=None, width=None) -> torch.Tensor:
         """Predict noise/velocity and variance for a video latent.
 
-        x: (B, in_channels, T, H, W) latent; timestep: (B,) on the 0..1000 scale; y: (B, 1, L, caption_channels)
-        text-encoder states; mask: (B, L) text mask or None (all L tokens used); x_mask: (B, T) bool, False marks
-        clean conditioning frames (modulated as timestep 0); fps: (B,) frames per second (default 17);
+        x: (B, in_channels, T, H, W) latent; timestep: (B,) on the 0..1000 scale;
+        y: (B, 1, L, caption_channels) text-encoder states ((B, L, caption_channels) is accepted too);
+        mask: (B, L) text mask or None (all L tokens used); x_mask: (B, T) bool, False marks clean conditioning
+        frames (modulated as timestep 0); fps: (B,) frames per second (default 17);
         height, width: pixel size of the video ((B,) tensors or numbers; only the first is read; default 8x latent).
         Returns (B, out_channels, T, H, W) float32.
         """
@@ -256,7 +259,7 @@ class STDiT3(STDiT3Backbone):
         t0 = t0_mlp = None
         if x_mask is not None:
             t0, t0_mlp = self.embed_time(torch.zeros_like(timestep), fps)
-        y = y.squeeze(1)
+        y = y.squeeze(1) if y.ndim == 4 else y  # Open-Sora passes (B, 1, L, C)
         if self.training and self.config.class_dropout_prob > 0:
             drop = torch.rand(B, device=y.device) < self.config.class_dropout_prob
             y = torch.where(drop[:, None, None], self.y_embedder.null(B, y.shape[1]).to(y), y)

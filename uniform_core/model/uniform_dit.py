@@ -127,6 +127,7 @@ class UniFormDiT(STDiT3Backbone):
         audio_tokens = self.audio_embedder(audio.to(self.dtype)) + self.audio_pos_embed()
         task_tokens = self.task_embedding(task)[:, None, None].expand(B, T, 1, c.hidden_size)
 
+        # Latent frame t holds video frame t and audio steps 5t..5t+4 (the same 200 ms): one frame index for both.
         tokens = torch.cat([video_tokens, audio_tokens, task_tokens], dim=2)  # (B, T, S_video + S_audio + 1, C)
         tokens = self.run_blocks(tokens, y, y_mask, t_mlp)
         video_tokens, audio_tokens, _ = tokens.split([rows * cols, c.audio_tokens_per_frame, 1], dim=2)
