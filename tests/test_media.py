@@ -176,6 +176,9 @@ def test_read_video_turns_rotated_phone_video_upright(tmp_path):
     clip = media.read_video(path)
     assert clip.frames.shape == (3, 64, 32, 3)  # portrait, as shown by players
     assert clip.frames[:, :28].min() > 0.9 and clip.frames[:, 36:].max() < 0.1  # the left half is now on top
+    small = media.read_video(path, size=(32, 16))  # resized as shown: 32x64 -> 16x32
+    assert small.frames.shape == (3, 32, 16, 3)
+    assert small.frames[:, :14].min() > 0.9 and small.frames[:, 18:].max() < 0.1
 
 
 def test_read_video_size_resizes_short_side_and_crops(tmp_path):
@@ -183,6 +186,11 @@ def test_read_video_size_resizes_short_side_and_crops(tmp_path):
     clip = media.read_video(path, fps=17, size=(32, 32), with_audio=False)
     assert clip.frames.shape == (23, 32, 32, 3)
     assert _frame_index(clip.frames) == [math.floor(k * 30 / 17) for k in range(23)]
+    ramp = torch.linspace(0, 1, 96).view(1, 1, 96, 1).expand(4, 48, 96, 3)  # 2:1, brightness grows to the right
+    path = media.write_mp4(tmp_path / "ramp.mp4", ramp, 10)
+    got = media.read_video(path, size=(24, 24)).frames[..., 0].mean(dim=(0, 1))  # column profile
+    want = media.resize_center_crop(ramp, 24, 24)[..., 0].mean(dim=(0, 1))  # middle half: 0.25 .. 0.75
+    assert (got - want).abs().max() < 0.03 and want[0] == pytest.approx(0.26, abs=0.02)
 
 
 # ---- audio ---------------------------------------------------------------------------------------------------

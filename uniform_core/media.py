@@ -28,7 +28,6 @@ logger = logging.getLogger(__name__)
 
 AAC_SAMPLE_RATES = (7350, 8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000, 64000, 88200, 96000)
 _EPS = 1e-6  # seconds; absorbs float error when a frame time equals an output time exactly
-_RESIZE_CHUNK = 32  # frames resized at once while decoding, so full-size frames never pile up
 _SAMPLE_SCALE = {"u8": None, "s16": 2.0**15, "s32": 2.0**31, "s64": 2.0**63, "flt": 1.0, "dbl": 1.0}
 
 
@@ -253,7 +252,7 @@ def read_video(
             raise InputError(f"video {str(p)!r} could not be decoded ({e})") from e
     if not frames:
         raise InputError(f"video {str(p)!r} has no frames from start={start:g} s on")
-    video = torch.cat(frames) if size is not None else torch.stack(frames).float().div_(255)
+    video = torch.stack(frames).float().div_(255)
     audio = None
     if with_audio and has_audio:
         audio = _read_audio_file(p, start, video.shape[0] / out_fps, origin)
@@ -265,8 +264,8 @@ def _is_pos_int(x) -> bool:
 
 
 def _decode_video(c, stream, fps, size, start, duration):
-    """Frames in the window, upright, as uint8 (or resized float32 chunks when ``size`` is set), the output fps,
-    and the stream's time origin in seconds."""
+    """Upright (H, W, 3) uint8 frames in the window (already resized when ``size`` is set), the output fps, and the
+    stream's time origin in seconds."""
     stream.thread_type = "AUTO"
     rate = stream.average_rate or stream.guessed_rate
     frame_dur = float(1 / rate) if rate else 0.0
@@ -274,21 +273,14 @@ def _decode_video(c, stream, fps, size, start, duration):
     if start > 1.0 and origin is not None:
         c.seek(int((start + origin - 1.0) / stream.time_base), stream=stream, backward=True)
     end = math.inf if duration is None else start + duration
-    out, pending = [], []
+    out = []
+    k, prev, prev_t, index = 0, None, None, 0  # prev: [frame, its picture once converted]
 
-    def emit(array):
-        pending.append(array)
-        if size is not None and len(pending) >= _RESIZE_CHUNK:
-            flush()
+    def prev_picture():
+        if prev[1] is None:  # converted only when shown: frames dropped by a lower fps cost no conversion
+            prev[1] = _picture(prev[0], size)
+        return prev[1]
 
-    def flush():
-        if size is not None and pending:
-            out.append(resize_center_crop(torch.stack(pending).float().div_(255), *size))
-        else:
-            out.extend(pending)
-        pending.clear()
-
-    k, prev, prev_t, index = 0, None, None, 0
     for frame in c.decode(stream):
         if origin is None:
             origin = float(frame.time) if frame.time is not None else 0.0
@@ -298,34 +290,51 @@ def _decode_video(c, stream, fps, size, start, duration):
             if t >= end - _EPS:
                 break
             if t >= start - _EPS:
-                emit(_upright(frame))
+                out.append(_picture(frame, size))
             continue
         # every output time before this frame starts shows the previous frame (or this one, if none came earlier)
-        while (tk := start + k / fps) < end - _EPS and t > tk + _EPS:
-            if prev is None:
-                break
-            emit(prev)
+        while prev is not None and (tk := start + k / fps) < end - _EPS and t > tk + _EPS:
+            out.append(prev_picture())
             k += 1
         if start + k / fps >= end - _EPS:
             prev = None
             break
-        prev, prev_t = _upright(frame), t
+        prev, prev_t = [frame, None], t
     if fps is not None and prev is not None:
         stop = min(end, prev_t + max(frame_dur, _EPS))
         while start + k / fps < stop - _EPS:
-            emit(prev)
+            out.append(prev_picture())
             k += 1
-    flush()
     if fps is None:
         fps = float(rate) if rate else (len(out) / duration if duration else 1.0)
     return out, fps, origin or 0.0
 
 
-def _upright(frame) -> torch.Tensor:
-    """(H, W, 3) uint8 as the picture is meant to be shown: phones store portrait video sideways plus a rotation."""
-    array = torch.from_numpy(frame.to_ndarray(format="rgb24"))
+def _cover_size(h: int, w: int, height: int, width: int) -> tuple[int, int]:
+    """The size an (h, w) picture is scaled to so that it covers (height, width) with its aspect ratio kept."""
+    scale = max(height / h, width / w)
+    return max(height, round(h * scale)), max(width, round(w * scale))
+
+
+def _picture(frame, size: tuple[int, int] | None) -> torch.Tensor:
+    """(H, W, 3) uint8 as the picture is meant to be shown (phones store portrait video sideways plus a rotation),
+    scaled by FFmpeg to cover ``size`` and center-cropped when ``size`` is given."""
     turns = round(getattr(frame, "rotation", 0) / 90) % 4  # counterclockwise quarter turns
-    return torch.rot90(array, turns, dims=(0, 1)).contiguous() if turns else array
+    h, w = (frame.width, frame.height) if turns % 2 else (frame.height, frame.width)  # as shown
+    if size is None or (h, w) == size:
+        array = frame.to_ndarray(format="rgb24")
+    else:
+        new_h, new_w = _cover_size(h, w, *size)
+        coded_h, coded_w = (new_w, new_h) if turns % 2 else (new_h, new_w)
+        interpolation = "AREA" if new_h < h else "BICUBIC"
+        array = frame.to_ndarray(format="rgb24", width=coded_w, height=coded_h, interpolation=interpolation)
+    picture = torch.from_numpy(array)
+    if turns:
+        picture = torch.rot90(picture, turns, dims=(0, 1))
+    if size is not None:
+        top, left = (picture.shape[0] - size[0]) // 2, (picture.shape[1] - size[1]) // 2
+        picture = picture[top : top + size[0], left : left + size[1]]
+    return picture.contiguous()
 
 
 def read_audio(
@@ -440,8 +449,7 @@ def resize_center_crop(frames: torch.Tensor, height: int, width: int) -> torch.T
     h, w = frames.shape[1:3]
     if (h, w) == (height, width):
         return frames
-    scale = max(height / h, width / w)
-    new_h, new_w = max(height, round(h * scale)), max(width, round(w * scale))
+    new_h, new_w = _cover_size(h, w, height, width)
     if (new_h, new_w) != (h, w):
         x = frames.permute(0, 3, 1, 2)  # (T, 3, H, W) for interpolate
         x = F.interpolate(x, size=(new_h, new_w), mode="bilinear", antialias=True, align_corners=False)
