@@ -193,6 +193,8 @@ class VideoVAEConfig:
         diffusers config.json, the SDXL-VAE config that Open-Sora v1.2 uses is assumed (nothing is downloaded).
         ``vae_temporal`` is either ``VAE_Temporal_SD`` or ``VAE_Temporal`` with explicit arguments.
         """
+        if not isinstance(config, dict):
+            raise InputError(f"an Open-Sora VAE config must be a JSON object; got {type(config).__name__}")
         vae_2d, temporal = config.get("vae_2d") or {}, config.get("vae_temporal") or {}
         if vae_2d.get("type") != "VideoAutoencoderKL":
             raise InputError(f"vae_2d.type must be 'VideoAutoencoderKL'; got {vae_2d.get('type')!r}")
@@ -379,12 +381,12 @@ class VideoVAE(nn.Module):
         H, W, d = frames.shape[3], frames.shape[4], cfg.spatial_downsample
         if H % d or W % d:
             raise InputError(f"video height and width must be multiples of {d} px; got {H}x{W}")
-        if not torch.isfinite(frames).all():
+        low, high = (v.item() for v in torch.aminmax(frames))  # one pass, no clip-sized temporary
+        if not (math.isfinite(low) and math.isfinite(high)):
             raise InputError("video frames contain NaN or infinite values")
-        if frames.abs().max() > 1 + RANGE_TOLERANCE:
+        if max(-low, high) > 1 + RANGE_TOLERANCE:
             raise InputError(
-                f"video frames must be in [-1, 1] (IMAGE 0..1 maps as x * 2 - 1); got values in "
-                f"[{frames.min().item():.3g}, {frames.max().item():.3g}]"
+                f"video frames must be in [-1, 1] (IMAGE 0..1 maps as x * 2 - 1); got [{low:.3g}, {high:.3g}]"
             )
 
     def _check_latents(self, z, num_frames) -> None:
@@ -399,7 +401,7 @@ class VideoVAE(nn.Module):
                 f"num_frames={num_frames} gives {expected} latent frames ({self.config.micro_frame_size}-frame chunks "
                 f"-> {self.config.latent_chunk_frames}), but the latents have {z.shape[2]}"
             )
-        if not torch.isfinite(z).all():
+        if not all(math.isfinite(v.item()) for v in torch.aminmax(z)):
             raise InputError("video latents contain NaN or infinite values")
 
 
