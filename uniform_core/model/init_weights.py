@@ -118,9 +118,8 @@ def _init(
     """Build the model, then copy every source tensor that fits; raise if the source does not fit the config.
 
     may_be_new(key) is True for model keys the source is not expected to have."""
-    with torch.device(device):
-        model = UniFormDiT(config)
-    target = model.state_dict()
+    with torch.device("meta"):  # shapes only: a checkpoint that does not fit fails before 4.8 GB are allocated
+        target = {k: v.shape for k, v in UniFormDiT(config).state_dict().items()}
     sd = dict(sd)
 
     caption_width = sd[CAPTION_FC1[0]].shape[1] if CAPTION_FC1[0] in sd else config.caption_channels
@@ -137,9 +136,9 @@ def _init(
     missing = [k for k in target if k not in sd and k not in report.reinitialised and not may_be_new(k)]
     unexpected = sorted(k for k in sd if k not in target)
     misshaped = [
-        f"{k}: source {tuple(sd[k].shape)} vs model {tuple(target[k].shape)}"
+        f"{k}: source {tuple(sd[k].shape)} vs model {tuple(target[k])}"
         for k in target
-        if k in sd and sd[k].shape != target[k].shape
+        if k in sd and sd[k].shape != target[k]
     ]
     if ignore_unexpected:
         report.ignored += unexpected
@@ -149,6 +148,8 @@ def _init(
     report.loaded = [k for k in target if k in sd]
     report.new = [k for k in target if k not in sd and k not in report.reinitialised]
     report.loaded_numel = sum(sd[k].numel() for k in report.loaded)
+    with torch.device(device):
+        model = UniFormDiT(config)
     model.load_state_dict({k: sd[k] for k in report.loaded}, strict=False)
     logger.info("%s", report.summary())
     return model, report
