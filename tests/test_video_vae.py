@@ -279,12 +279,13 @@ def test_load_opensora_style_folder(tiny, tmp_path):
     config |= {"vae_temporal": temporal, "shift": list(tiny.config.shift), "scale": list(tiny.config.scale)}
     (tmp_path / "config.json").write_text(json.dumps(config))
     save_file({k: v.contiguous() for k, v in tiny.state_dict().items()}, tmp_path / "model.safetensors")
-    loaded = load_video_vae(tmp_path)
-    assert loaded.config.spatial["block_out_channels"] == (32, 32, 32, 32)
-    assert loaded.config.temporal_kwargs() == tiny.config.temporal_kwargs()
     frames = clip(9, size=16)
-    with torch.no_grad():
-        assert torch.equal(loaded.encode(frames, deterministic=True), tiny.encode(frames, deterministic=True))
+    for path in (tmp_path, tmp_path / "model.safetensors"):  # the folder, or the file a file picker lists
+        loaded = load_video_vae(path)
+        assert loaded.config.spatial["block_out_channels"] == (32, 32, 32, 32)
+        assert loaded.config.temporal_kwargs() == tiny.config.temporal_kwargs()
+        with torch.no_grad():
+            assert torch.equal(loaded.encode(frames, deterministic=True), tiny.encode(frames, deterministic=True))
 
 
 def test_bare_opensora_file_is_matched_exactly(tiny, tmp_path, monkeypatch):

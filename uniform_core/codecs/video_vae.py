@@ -408,7 +408,11 @@ class VideoVAE(nn.Module):
 def load_video_vae(
     path: str | os.PathLike, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
 ) -> VideoVAE:
-    """Load a video VAE, frozen, from a UniForm file, an Open-Sora VAE v1.2 folder or a bare Open-Sora file."""
+    """Load a video VAE, frozen, on ``device`` in ``dtype``.
+
+    ``path``: a UniForm video VAE file; an Open-Sora VAE v1.2 folder (config.json + model.safetensors), or the
+    model.safetensors inside one; or a bare safetensors with Open-Sora keys (read as the opensora-v1.2 preset).
+    """
     path = Path(path)
     if path.is_dir():
         return _load_opensora_folder(path, device, dtype)
@@ -420,6 +424,8 @@ def load_video_vae(
         raise CheckpointError(f"{e}; expected {EXPECTED_FILES}") from e
     if "uniform_component" in meta:
         return VideoVAE.load(path, device, dtype)
+    if path.name == "model.safetensors" and _is_opensora_config(path.parent / "config.json"):
+        return _load_opensora_folder(path.parent, device, dtype)  # a file picked inside an HF folder
     state = load_state_dict_file(path)
     if not any(key.startswith(OPENSORA_PREFIXES) for key in state):
         raise CheckpointError(
@@ -442,6 +448,16 @@ def _load_opensora_folder(folder: Path, device, dtype) -> VideoVAE:
             f"{config_file} is not an Open-Sora VideoAutoencoderPipeline config: {e}; expected {EXPECTED_FILES}"
         ) from e
     return _build_frozen(config, load_state_dict_file(weights), f"Open-Sora VAE {weights}", device, dtype)
+
+
+def _is_opensora_config(config_file: Path) -> bool:
+    if not config_file.is_file():
+        return False
+    try:
+        config = json.loads(config_file.read_text())
+    except json.JSONDecodeError:  # some other tool's file; the weights are then read as a bare checkpoint
+        return False
+    return isinstance(config, dict) and config.get("model_type") == "VideoAutoencoderPipeline"
 
 
 def _build_frozen(config: VideoVAEConfig, state: dict, what: str, device, dtype) -> VideoVAE:
