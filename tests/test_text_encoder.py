@@ -6,7 +6,7 @@ import shutil
 import pytest
 import torch
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
-from transformers import T5Config, T5ForConditionalGeneration, T5TokenizerFast
+from transformers import T5Config, T5EncoderModel, T5ForConditionalGeneration, T5TokenizerFast
 
 from uniform_core.codecs.text import TEXT_ENCODER_PRESETS, TextEncoder, TextEncoderConfig, load_text_encoder
 from uniform_core.errors import CheckpointError, InputError
@@ -163,3 +163,13 @@ def test_weights_that_do_not_fit_the_config_are_refused(t5_folder, tmp_path, cha
     (bad / "config.json").write_text(json.dumps({**json.loads((folder / "config.json").read_text()), **change}))
     with pytest.raises(CheckpointError, match=match):
         load_text_encoder(bad)
+
+
+def test_diffusers_pipeline_text_encoder_finds_its_tokenizer(t5_folder, tmp_path):
+    folder, reference, tokenizer = t5_folder
+    encoder_only = T5EncoderModel(reference.config)  # AudioLDM 2 layout: a T5EncoderModel, its tokenizer apart
+    encoder_only.load_state_dict({k: v for k, v in reference.state_dict().items() if k in encoder_only.state_dict()})
+    encoder_only.save_pretrained(tmp_path / "text_encoder_2")
+    tokenizer.save_pretrained(tmp_path / "tokenizer_2")
+    loaded = load_text_encoder(tmp_path / "text_encoder_2")
+    assert torch.equal(loaded.encode(PROMPTS)[0], load_text_encoder(folder).encode(PROMPTS)[0])

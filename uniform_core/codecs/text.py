@@ -24,6 +24,7 @@ from ..errors import CheckpointError, InputError
 TEXT_ENCODER_KIND = "text_encoder"
 TOKENIZERS = ("byt5", "folder")
 SPECIAL_TOKENS = ("pad_token", "eos_token", "unk_token")
+TOKENIZER_FILES = ("tokenizer.json", "spiece.model", "tokenizer_config.json")
 
 
 @dataclass(frozen=True)
@@ -163,9 +164,9 @@ class TextEncoder(nn.Module):
 
 def load_text_encoder(path: str | os.PathLike) -> TextEncoder:
     """A :class:`TextEncoder` from a Hugging Face T5 folder (``config.json``, tokenizer files and weights, e.g.
-    google/flan-t5-large; a full encoder-decoder checkpoint is fine, only the encoder is kept), a weight file inside
-    such a folder (what a file picker hands over), or a UniForm ``text_encoder`` .safetensors file. Nothing is
-    downloaded."""
+    google/flan-t5-large; a full encoder-decoder checkpoint is fine, only the encoder is kept; AudioLDM 2's
+    ``text_encoder_2/`` finds ``tokenizer_2/`` beside it), a weight file inside such a folder (what a file picker
+    hands over), or a UniForm ``text_encoder`` .safetensors file. Nothing is downloaded."""
     path = Path(path)
     expected = (
         "a Hugging Face T5 folder (config.json, tokenizer.json or spiece.model, model.safetensors; e.g. "
@@ -191,7 +192,7 @@ def _load_hf_folder(folder: Path, expected: str) -> TextEncoder:
     if hf_config.get("model_type") != "t5":
         raise CheckpointError(f"{config_path} describes a {hf_config.get('model_type')!r} model, not T5")
     try:
-        tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+        tokenizer = AutoTokenizer.from_pretrained(_tokenizer_folder(folder), local_files_only=True)
         model, info = T5EncoderModel.from_pretrained(
             folder, local_files_only=True, dtype=torch.float32, dropout_rate=0.0, output_loading_info=True
         )
@@ -204,3 +205,11 @@ def _load_hf_folder(folder: Path, expected: str) -> TextEncoder:
     # max_length is ours: a "max_length" in a T5 config.json is an old generation default, not a prompt limit
     config = TextEncoderConfig.from_dict(hf_config, tokenizer="folder", max_length=TextEncoderConfig.max_length)
     return TextEncoder(config, tokenizer, model)
+
+
+def _tokenizer_folder(folder: Path) -> Path:
+    """The folder itself, or for a diffusers pipeline's ``text_encoder*/`` without tokenizer files, its sibling
+    ``tokenizer*/`` (AudioLDM 2 keeps FLAN-T5-large in ``text_encoder_2/`` and ``tokenizer_2/``)."""
+    sibling = folder.parent / folder.name.replace("text_encoder", "tokenizer")
+    has_own = any((folder / f).is_file() for f in TOKENIZER_FILES)
+    return sibling if not has_own and folder.name.startswith("text_encoder") and sibling.is_dir() else folder
