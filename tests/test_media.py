@@ -242,6 +242,32 @@ def test_read_audio_from_mp4_and_other_codecs(av_mp4, tmp_path):
     assert media.read_audio(flac).waveform.shape == (1, 8000)
 
 
+def test_read_video_places_late_audio_on_the_video_timeline(tmp_path):
+    path = tmp_path / "late.mp4"
+    tone = _tone(250, 1.0, 16000)
+    with av.open(str(path), "w") as c:
+        v = c.add_stream("libx264", rate=10)
+        v.width, v.height, v.pix_fmt = 32, 32, "yuv420p"
+        a = c.add_stream("aac", rate=16000)
+        a.layout = "mono"
+        for i in range(20):  # 2 s of video from 0 s
+            f = av.VideoFrame.from_ndarray(np.zeros((32, 32, 3), np.uint8), format="rgb24")
+            f.pts, f.time_base = i, Fraction(1, 10)
+            c.mux(v.encode(f))
+        c.mux(v.encode())
+        for s in range(0, 16000, 1024):  # 1 s of sound from 0.5 s
+            f = av.AudioFrame.from_ndarray(np.ascontiguousarray(tone[:, s : s + 1024]), format="fltp", layout="mono")
+            f.sample_rate, f.pts, f.time_base = 16000, 8000 + s, Fraction(1, 16000)
+            c.mux(a.encode(f))
+        c.mux(a.encode())
+    clip = media.read_video(path)
+    wave = clip.audio.waveform[0]
+    assert clip.num_frames == 20 and wave[:7800].abs().max() < 0.02  # silence until the sound starts
+    assert wave[8100:9000].abs().max() > 0.3
+    alone = media.read_audio(path).waveform[0]  # alone, it starts with the sound (after at most one AAC frame)
+    assert alone[:2048].abs().max() > 0.3 and abs(alone.shape[0] - 16000) <= 1024
+
+
 def test_read_video_audio_follows_the_video_window(av_mp4):
     path, _, audio = av_mp4
     for start in (0.5, 1.25):  # the later start seeks in both streams
