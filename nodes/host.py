@@ -1,0 +1,267 @@
+"""What the nodes need from ComfyUI: model folders, the output folder, progress, interruption, devices, VIDEO.
+
+This is the only module of the pack that imports ComfyUI (``folder_paths``, ``comfy.*``, ``comfy_api``), and it
+does so lazily. Outside ComfyUI every service falls back to a plain equivalent, so each node stays a class that
+tests and scripts can call directly:
+
+- models: ``$UNIFORM_MODELS_DIR`` (default ``./models/uniform``); outputs: ``$UNIFORM_OUTPUT_DIR`` (``./outputs``)
+- progress: a no-op; interruption: never; device: CPU; VIDEO: a small object with ``get_components()``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import logging
+import os
+import re
+from dataclasses import dataclass
+from fractions import Fraction
+from types import ModuleType, SimpleNamespace
+
+import torch
+
+from uniform_core.bundle import COMPONENT_FILES
+from uniform_core.errors import InputError
+
+logger = logging.getLogger(__name__)
+
+FOLDER = "uniform"  # models/uniform, the pack's model folder in ComfyUI
+EMBEDDED_BUNDLE = "uniform-tiny (embedded)"
+PRECISIONS = ["auto", "fp32", "fp16", "bf16"]  # lists: ComfyUI validates combos only when they are lists
+OFFLOAD_MODES = ["auto", "offload", "keep on device"]
+_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+_MODEL_EXTENSIONS = (".safetensors", ".sft", ".ckpt", ".pt", ".pth", ".bin")
+
+
+def _comfy(name: str) -> ModuleType | None:
+    """The ComfyUI module ``name``, or None when the pack runs outside ComfyUI."""
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        return None
+
+
+# ---- model files ------------------------------------------------------------------------------------------
+
+
+def register_model_folder() -> None:
+    """Make ComfyUI list ``models/uniform`` (and paths added for ``uniform`` in extra_model_paths.yaml).
+
+    Runs at pack import, before any listing: folder_paths caches listings per directory mtime, so extensions set
+    later would be ignored until a file changes.
+    """
+    folder_paths = _comfy("folder_paths")
+    if folder_paths is None:
+        return
+    folder_paths.add_model_folder_path(FOLDER, os.path.join(folder_paths.models_dir, FOLDER), is_default=True)
+    paths, _ = folder_paths.folder_names_and_paths[FOLDER]
+    folder_paths.folder_names_and_paths[FOLDER] = (paths, set(folder_paths.supported_pt_extensions) | {".json"})
+
+
+def model_dirs() -> list[str]:
+    """Folders searched for UniForm model files, first one first."""
+    folder_paths = _comfy("folder_paths")
+    if folder_paths is not None and FOLDER in folder_paths.folder_names_and_paths:
+        return list(folder_paths.get_folder_paths(FOLDER))
+    return [os.environ.get("UNIFORM_MODELS_DIR", os.path.join(os.getcwd(), "models", FOLDER))]
+
+
+def list_model_files() -> list[str]:
+    """Weight files under the model folders, as paths relative to them (``sub/file.safetensors``)."""
+    folder_paths = _comfy("folder_paths")
+    if folder_paths is not None and FOLDER in folder_paths.folder_names_and_paths:
+        return [f for f in folder_paths.get_filename_list(FOLDER) if f.lower().endswith(_MODEL_EXTENSIONS)]
+    found = set()
+    for root in model_dirs():
+        for dirpath, _, files in os.walk(root, followlinks=True):
+            for f in files:
+                if f.lower().endswith(_MODEL_EXTENSIONS):
+                    found.add(os.path.relpath(os.path.join(dirpath, f), root).replace(os.sep, "/"))
+    return sorted(found)
+
+
+def list_bundles() -> list[str]:
+    """The embedded default first, then every folder under the model folders that holds a full bundle."""
+    bundles = set()
+    for f in list_model_files():
+        folder, name = os.path.split(f)
+        if folder and name == COMPONENT_FILES["dit"] and _is_bundle(resolve_model(folder)):
+            bundles.add(folder)
+    return [EMBEDDED_BUNDLE, *sorted(bundles)]
+
+
+def _is_bundle(folder: str) -> bool:
+    return all(os.path.isfile(os.path.join(folder, f)) for f in COMPONENT_FILES.values())
+
+
+def resolve_model(name: str) -> str:
+    """Full path of a file or folder listed by :func:`list_model_files` / :func:`list_bundles`."""
+    for root in model_dirs():
+        path = os.path.join(root, name)
+        if os.path.exists(path):
+            return path
+    raise InputError(f"model {name!r} was not found in {', '.join(model_dirs())}; put the file there")
+
+
+# ---- output files -----------------------------------------------------------------------------------------
+
+
+def output_directory() -> str:
+    folder_paths = _comfy("folder_paths")
+    if folder_paths is not None:
+        return folder_paths.get_output_directory()
+    return os.environ.get("UNIFORM_OUTPUT_DIR", os.path.join(os.getcwd(), "outputs"))
+
+
+@dataclass
+class OutputFile:
+    path: str  # full path of the new file
+    filename: str  # its name inside ``subfolder``
+    subfolder: str  # relative to the output directory, "" for the top
+
+
+def next_output_file(prefix: str, extension: str, width: int = 0, height: int = 0) -> OutputFile:
+    """A new ``<prefix>_00001_.<extension>`` in the output folder, counting up like ComfyUI's own save nodes."""
+    out_dir = output_directory()
+    folder_paths = _comfy("folder_paths")
+    if folder_paths is not None:
+        folder, name, counter, subfolder, _ = folder_paths.get_save_image_path(prefix, out_dir, width, height)
+    else:
+        subfolder, name = os.path.split(os.path.normpath(prefix))
+        folder = os.path.join(out_dir, subfolder)
+        if os.path.commonpath((os.path.abspath(out_dir), os.path.abspath(folder))) != os.path.abspath(out_dir):
+            raise InputError(f"filename_prefix {prefix!r} points outside the output folder {out_dir}")
+        pattern = re.compile(re.escape(name) + r"_(\d+)_")
+        existing = os.listdir(folder) if os.path.isdir(folder) else []
+        counter = max([int(m.group(1)) for f in existing if (m := pattern.match(f))], default=0) + 1
+    os.makedirs(folder, exist_ok=True)
+    filename = f"{name}_{counter:05}_.{extension}"
+    return OutputFile(os.path.join(folder, filename), filename, subfolder)
+
+
+# ---- progress and interruption ----------------------------------------------------------------------------
+
+
+def progress_reporter():
+    """``progress(step, total)`` for the library's long loops, drawn as the node's progress bar in ComfyUI."""
+    utils = _comfy("comfy.utils")
+    if utils is None:
+        return lambda step, total: None
+    bar = None
+
+    def progress(step: int, total: int) -> None:
+        nonlocal bar
+        bar = bar or utils.ProgressBar(total)
+        bar.update_absolute(step, total)  # ComfyUI's hook also raises here when the user pressed Cancel
+
+    return progress
+
+
+def check_interrupted() -> None:
+    """Raise ComfyUI's own interrupt exception if the user pressed Cancel, so the run is recorded as interrupted
+    (not failed) and the flag is reset for the next prompt. Never raises outside ComfyUI."""
+    mm = _comfy("comfy.model_management")
+    if mm is not None:
+        mm.throw_exception_if_processing_interrupted()
+
+
+def cancel_check():
+    """``cancel() -> bool`` for the library's loops; ComfyUI's Cancel raises from inside it (see above)."""
+
+    def cancel() -> bool:
+        check_interrupted()
+        return False
+
+    return cancel
+
+
+# ---- devices, precision and offloading ---------------------------------------------------------------------
+
+
+def torch_device() -> torch.device:
+    mm = _comfy("comfy.model_management")
+    return torch.device(mm.get_torch_device()) if mm is not None else torch.device("cpu")
+
+
+def offload_device() -> torch.device:
+    mm = _comfy("comfy.model_management")
+    return torch.device(mm.unet_offload_device()) if mm is not None else torch.device("cpu")
+
+
+def choose_dtype(precision: str) -> torch.dtype:
+    """``auto`` is bf16 where the device runs it well, else fp32 (fp16 overflows in T5, so it is never chosen)."""
+    if precision in _DTYPES:
+        return _DTYPES[precision]
+    if precision != "auto":
+        raise InputError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}")
+    device = torch_device()
+    mm = _comfy("comfy.model_management")
+    if mm is not None:
+        return torch.bfloat16 if mm.should_use_bf16(device) else torch.float32
+    return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
+
+
+@dataclass
+class Component:
+    """A loaded model part (DiT, video VAE, audio codec or text encoder) plus where it lives between runs."""
+
+    module: torch.nn.Module
+    name: str
+    offload: bool  # True: parked on the offload device and moved to the torch device only while it runs
+
+
+def prepare(module: torch.nn.Module, name: str, precision: str = "auto", offload: str = "auto") -> Component:
+    """Cast ``module`` to the chosen precision and place it by the offload policy.
+
+    ``offload="auto"`` follows ComfyUI's own choice for diffusion models (offload when its offload device differs
+    from the torch device, e.g. not with ``--highvram``).
+    """
+    if offload not in OFFLOAD_MODES:
+        raise InputError(f"offload must be one of {', '.join(OFFLOAD_MODES)}; got {offload!r}")
+    parked = offload == "offload" or (offload == "auto" and offload_device() != torch_device())
+    module = module.to(dtype=choose_dtype(precision)).eval().requires_grad_(False)
+    module.to(offload_device() if parked else torch_device())
+    return Component(module, name, parked)
+
+
+@contextlib.contextmanager
+def running(component: Component):
+    """Yield the component's module on the torch device; park it again afterwards if it offloads."""
+    device = torch_device()
+    mm = _comfy("comfy.model_management")
+    if mm is not None and device.type != "cpu":
+        size = sum(p.numel() * p.element_size() for p in component.module.parameters())
+        mm.free_memory(size * 1.2, device)  # let ComfyUI unload its own models to make room
+    component.module.to(device)
+    try:
+        yield component.module
+    finally:
+        if component.offload:
+            component.module.to(offload_device())
+            if mm is not None:
+                mm.soft_empty_cache()
+
+
+# ---- native VIDEO -----------------------------------------------------------------------------------------
+
+
+def make_video(frames: torch.Tensor, fps: float, audio: dict | None = None):
+    """A VIDEO value for native nodes (SaveVideo, GetVideoComponents) from frames (T, H, W, 3) in [0, 1], their
+    fps and an optional AUDIO dict; outside ComfyUI an object with the same ``get_components()``."""
+    components = dict(images=frames, frame_rate=Fraction(fps).limit_denominator(1001), audio=audio)
+    latest = _comfy("comfy_api.latest")
+    if latest is not None:
+        return latest.InputImpl.VideoFromComponents(latest.Types.VideoComponents(**components))
+    return _PlainVideo(SimpleNamespace(metadata=None, **components))
+
+
+class _PlainVideo:
+    def __init__(self, components: SimpleNamespace):
+        self._components = components
+
+    def get_components(self) -> SimpleNamespace:
+        return self._components
+
+    def get_dimensions(self) -> tuple[int, int]:
+        return self._components.images.shape[2], self._components.images.shape[1]

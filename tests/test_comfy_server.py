@@ -1,0 +1,302 @@
+"""End to end on a real ComfyUI server: the pack loads, every API workflow runs, Cancel and bad input are survived.
+
+Needs a ComfyUI checkout: ``UNIFORM_COMFYUI_DIR=/path/to/ComfyUI`` and, if its packages live elsewhere,
+``UNIFORM_COMFYUI_PYTHON=/path/to/venv/bin/python`` (with this library installed there: ``pip install -e .``).
+The server runs on 127.0.0.1 with ``--cpu`` and fresh input/output/temp/user folders; the pack is linked into a
+temporary custom_nodes folder given through ``--extra-model-paths-config``, so the checkout is not touched.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import io
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import av
+import pytest
+
+from uniform_core import media
+from uniform_core.train.synthetic import SyntheticSpec, make_clip
+
+requests = pytest.importorskip("requests")
+
+COMFY_DIR = os.environ.get("UNIFORM_COMFYUI_DIR")
+COMFY_PYTHON = os.environ.get("UNIFORM_COMFYUI_PYTHON", sys.executable)
+pytestmark = pytest.mark.skipif(
+    not COMFY_DIR,
+    reason="no ComfyUI to test against: set UNIFORM_COMFYUI_DIR to a ComfyUI checkout "
+    "(and UNIFORM_COMFYUI_PYTHON to the Python that runs it)",
+)
+
+PACK_DIR = Path(__file__).resolve().parents[1]
+API_DIR = PACK_DIR / "workflows" / "api"
+API_FILES = sorted(API_DIR.glob("*.json"))
+LINK_NAME = "ComfyUI-UniForm"
+START_TIMEOUT = 180  # s; a cold start takes 10-25 s, more on a busy machine
+RUN_TIMEOUT = 600  # s per prompt
+MEDIA_SECONDS = 2  # length of the uploaded test video
+MEDIA_FPS = 24.0  # not the model's 17 fps, so conforming is exercised
+
+
+def _load_test_module(name: str):
+    spec = importlib.util.spec_from_file_location(f"uniform_{name}", Path(__file__).with_name(f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """A ComfyUI server process and the few HTTP calls the tests make."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = root / "server.log"
+        dirs = {name: root / name for name in ("input", "output", "temp", "user", "custom_nodes")}
+        for d in dirs.values():
+            d.mkdir()
+        (dirs["custom_nodes"] / LINK_NAME).symlink_to(PACK_DIR, target_is_directory=True)
+        config = root / "extra_model_paths.yaml"
+        config.write_text(json.dumps({"uniform_test": {"custom_nodes": str(dirs["custom_nodes"])}}))
+        self.output_dir = dirs["output"]
+        args = [COMFY_PYTHON, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(self.port)]
+        args += ["--disable-auto-launch", "--database-url", "sqlite:///:memory:"]
+        args += ["--extra-model-paths-config", str(config)]
+        for name in ("input", "output", "temp", "user"):
+            args += [f"--{name}-directory", str(dirs[name])]
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+        self.log = open(self.log_path, "wb")  # noqa: SIM115 (closed in stop)
+        self.proc = subprocess.Popen(args, cwd=COMFY_DIR, stdout=self.log, stderr=subprocess.STDOUT, env=env)
+
+    def wait_ready(self) -> None:
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, f"ComfyUI exited with {self.proc.returncode}:\n{self.log_text()[-4000:]}"
+            try:
+                if requests.get(f"{self.url}/system_stats", timeout=5).ok:
+                    return
+            except requests.ConnectionError:
+                pass
+            time.sleep(1)
+        raise AssertionError(f"ComfyUI did not answer within {START_TIMEOUT} s:\n{self.log_text()[-4000:]}")
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        self.log.close()
+
+    def get(self, path: str, **kwargs):
+        r = requests.get(f"{self.url}{path}", timeout=30, **kwargs)
+        r.raise_for_status()
+        return r
+
+    def upload(self, path: Path) -> str:
+        with open(path, "rb") as f:
+            r = requests.post(
+                f"{self.url}/upload/image",
+                files={"image": (path.name, f, "video/mp4")},
+                data={"type": "input", "overwrite": "true"},
+                timeout=30,
+            )
+        r.raise_for_status()
+        return r.json()["name"]
+
+    def queue(self, prompt: dict) -> str:
+        r = requests.post(f"{self.url}/prompt", json={"prompt": prompt}, timeout=30)
+        assert r.status_code == 200, f"prompt rejected ({r.status_code}): {r.text[:2000]}"
+        body = r.json()
+        assert not body.get("node_errors"), f"prompt partly invalid: {body['node_errors']}"
+        return body["prompt_id"]
+
+    def wait(self, prompt_id: str, timeout: float = RUN_TIMEOUT) -> dict:
+        """The history entry of ``prompt_id`` once it has finished (success, error or interrupted)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, f"ComfyUI died:\n{self.log_text()[-4000:]}"
+            entry = self.get(f"/history/{prompt_id}").json().get(prompt_id)
+            if entry and entry.get("status", {}).get("completed") is not None:
+                if entry["status"]["status_str"] in ("success", "error"):
+                    return entry
+            time.sleep(0.5)
+        requests.post(f"{self.url}/interrupt", timeout=10)
+        raise AssertionError(f"prompt {prompt_id} did not finish within {timeout} s")
+
+    def running(self, prompt_id: str) -> bool:
+        return any(item[1] == prompt_id for item in self.get("/queue").json()["queue_running"])
+
+
+def messages(entry: dict) -> dict:
+    return {event: data for event, data in entry["status"]["messages"]}
+
+
+def assert_success(entry: dict) -> None:
+    if entry["status"]["status_str"] != "success":
+        error = messages(entry).get("execution_error", {})
+        raise AssertionError(
+            f"run failed in {error.get('node_type')}: {error.get('exception_message')}\n"
+            + "".join(error.get("traceback", []))
+        )
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    srv = Server(tmp_path_factory.mktemp("comfyui"))
+    try:
+        srv.wait_ready()
+        yield srv
+    finally:
+        srv.stop()
+
+
+@pytest.fixture(scope="module")
+def uploaded_video(server, tmp_path_factory) -> str:
+    """An MP4 with sound (a synthetic clip at 24 fps) uploaded to the server's input folder."""
+    spec = SyntheticSpec(seconds=MEDIA_SECONDS)
+    clip = make_clip(3, spec)
+    frames = media.resample_fps(clip.frames, spec.fps, MEDIA_FPS)
+    path = tmp_path_factory.mktemp("media") / "uniform_test_clip.mp4"
+    media.write_mp4(path, frames, MEDIA_FPS, media.AudioClip(clip.waveform.view(1, -1), spec.sample_rate))
+    return server.upload(path)
+
+
+def load_prompt(path: Path, uploaded_video: str) -> dict:
+    prompt = json.loads(path.read_text())
+    for node in prompt.values():
+        if node["class_type"] == "LoadVideo":
+            node["inputs"]["file"] = uploaded_video
+        if node["class_type"] == "LoadAudio":
+            node["inputs"]["audio"] = uploaded_video
+    return prompt
+
+
+def expected_seconds(prompt: dict) -> int:
+    """Length of the clip the graph makes: the t2av duration, else the length of its condition."""
+    by_type = {node["class_type"]: node["inputs"] for node in prompt.values()}
+    if by_type["UniFormTaskLatent"]["task"] == "t2av":
+        return by_type["UniFormTaskLatent"]["duration"]
+    for encoder in ("UniFormVideoEncode", "UniFormAudioEncode"):
+        if by_type.get(encoder, {}).get("duration"):
+            return by_type[encoder]["duration"]
+    if "UniFormExampleClip" in by_type:
+        return by_type["UniFormExampleClip"]["duration"]
+    return MEDIA_SECONDS
+
+
+def node_of(prompt: dict, class_type: str) -> tuple[str, dict]:
+    return next((i, n) for i, n in prompt.items() if n["class_type"] == class_type)
+
+
+# ---- tests --------------------------------------------------------------------------------------------------
+
+
+def test_pack_imports_and_every_node_is_served(server, pack):
+    failed = [line for line in server.log_text().splitlines() if "IMPORT FAILED" in line and LINK_NAME in line]
+    assert not failed, "the pack failed to import:\n" + server.log_text()[-6000:]
+    info = server.get("/object_info").json()
+    for node_id, cls in pack.NODE_CLASS_MAPPINGS.items():
+        assert node_id in info, f"{node_id} is not served"
+        assert info[node_id]["display_name"] == cls.DISPLAY_NAME
+        assert info[node_id]["output"] == list(cls.RETURN_TYPES)
+
+
+def test_native_node_definitions_used_by_the_workflow_checks_match_the_server(server):
+    """test_workflows.py describes the native nodes by hand; this keeps that description true."""
+    native = _load_test_module("test_workflows").NATIVE_NODES
+    info = server.get("/object_info").json()
+    for name, spec in native.items():
+        assert name in info, f"native node {name} is not served (missing dependency, e.g. torchaudio?)"
+        served = info[name]
+        assert served["output"] == spec["outputs"], name
+        for section in ("required", "optional"):
+            assert set(served["input"].get(section, {})) == set(spec.get(section, {})), f"{name} {section} inputs"
+            for input_name, (kind, _) in spec.get(section, {}).items():
+                served_kind = served["input"][section][input_name][0]
+                if isinstance(kind, list):
+                    assert served_kind == kind or served_kind == "COMBO", f"{name}.{input_name}"
+                elif kind != "FILE":
+                    assert served_kind == kind, f"{name}.{input_name}: {served_kind} != {kind}"
+
+
+@pytest.mark.parametrize("path", API_FILES, ids=lambda p: p.stem)
+def test_api_workflow_runs_and_writes_playable_media(server, uploaded_video, path):
+    prompt = load_prompt(path, uploaded_video)
+    entry = server.wait(server.queue(prompt))
+    assert_success(entry)
+    files = [f for out in entry["outputs"].values() for key in ("images", "audio") for f in out.get(key, [])]
+    assert files, f"{path.name} produced no output files"
+    seconds = expected_seconds(prompt)
+    for f in files:
+        data = server.get("/view", params={"filename": f["filename"], "subfolder": f["subfolder"], "type": f["type"]})
+        with av.open(io.BytesIO(data.content)) as c:
+            assert c.streams.video and c.streams.audio, f"{f['filename']}: needs a video and an audio stream"
+            v, a = c.streams.video[0], c.streams.audio[0]
+            v_seconds = float(v.duration * v.time_base) if v.duration else v.frames / float(v.average_rate)
+            a_seconds = float(a.duration * a.time_base)
+        assert abs(v_seconds - seconds) < 0.1, f"{f['filename']}: video lasts {v_seconds:.3f} s, expected {seconds}"
+        assert abs(a_seconds - seconds) < 0.1, f"{f['filename']}: audio lasts {a_seconds:.3f} s, expected {seconds}"
+
+
+def test_interrupt_mid_sampling_then_the_next_prompt_runs(server, uploaded_video):
+    prompt = load_prompt(API_DIR / "uniform_t2av.json", uploaded_video)
+    assert_success(server.wait(server.queue(prompt)))  # caches the loaders and encoders
+    sampler_id, sampler = node_of(prompt, "UniFormSampler")
+    long_run = copy.deepcopy(prompt)
+    long_run[sampler_id]["inputs"].update(steps=1000, seed=sampler["inputs"]["seed"] + 1)
+    prompt_id = server.queue(long_run)
+    deadline = time.monotonic() + 60
+    while not server.running(prompt_id):  # the sampler is the first node that is not cached
+        assert time.monotonic() < deadline, "the long prompt never started"
+        time.sleep(0.2)
+    time.sleep(2)
+    requests.post(f"{server.url}/interrupt", timeout=10).raise_for_status()
+    entry = server.wait(prompt_id, timeout=120)
+    interrupted = messages(entry).get("execution_interrupted")
+    assert interrupted, f"expected an interrupted run; got {entry['status']}"
+    assert interrupted["node_type"] == "UniFormSampler"
+
+    again = copy.deepcopy(prompt)
+    again[sampler_id]["inputs"]["seed"] = sampler["inputs"]["seed"] + 2
+    assert_success(server.wait(server.queue(again)))
+
+
+def test_a2v_without_audio_is_a_node_error_and_the_server_keeps_serving(server, uploaded_video):
+    prompt = load_prompt(API_DIR / "uniform_a2v.json", uploaded_video)
+    latent_id, latent = node_of(prompt, "UniFormTaskLatent")
+    del latent["inputs"]["audio_latent"]
+    entry = server.wait(server.queue(prompt))
+    error = messages(entry).get("execution_error")
+    assert entry["status"]["status_str"] == "error" and error, f"expected a node error; got {entry['status']}"
+    assert error["node_id"] == latent_id and error["node_type"] == "UniFormTaskLatent"
+    assert error["exception_message"].startswith("UniForm Task Latent:")
+    assert "audio_latent" in error["exception_message"]
+    assert server.get("/system_stats").ok
+    assert_success(server.wait(server.queue(load_prompt(API_DIR / "uniform_a2v.json", uploaded_video))))
+
+
+def test_outputs_stay_in_the_output_folder(server):
+    saved = list(server.output_dir.rglob("*.mp4"))
+    assert saved, "no MP4 was written to the output folder"
+    assert all(p.name.endswith("_.mp4") for p in saved), "files are not counter-named <prefix>_NNNNN_.mp4"
