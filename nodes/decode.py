@@ -1,0 +1,59 @@
+"""Decoders: task latent -> IMAGE frames + fps, task latent -> AUDIO. One output item per batch item."""
+
+from __future__ import annotations
+
+from uniform_core import pipeline
+
+from . import host
+from .common import AUDIO_VAE, LATENT, VIDEO_VAE, UniFormNode
+
+
+class UniFormVideoDecode(UniFormNode):
+    DISPLAY_NAME = "UniForm Video Decode"
+    CATEGORY = "UniForm/decode"
+    DESCRIPTION = "Decodes the video of a sampled latent into IMAGE frames (T, H, W, 3), one list item per batch item."
+    RETURN_TYPES = ("IMAGE", "FLOAT")
+    RETURN_NAMES = ("frames", "fps")
+    OUTPUT_IS_LIST = (True, False)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "video_vae": (VIDEO_VAE, {"tooltip": "From UniForm Load Video VAE or Load Bundle."}),
+                "latent": (LATENT, {"tooltip": "From UniForm Sampler."}),
+            }
+        }
+
+    def execute(self, video_vae, latent):
+        host.check_interrupted()
+        with host.running(video_vae) as vae:
+            frames, fps = pipeline.decode_video(vae, latent)
+        return (list(frames), fps)
+
+
+class UniFormAudioDecode(UniFormNode):
+    DISPLAY_NAME = "UniForm Audio Decode"
+    CATEGORY = "UniForm/decode"
+    DESCRIPTION = "Decodes the sound of a sampled latent into AUDIO (mono, 16 kHz), one list item per batch item."
+    RETURN_TYPES = ("AUDIO",)
+    RETURN_NAMES = ("audio",)
+    OUTPUT_IS_LIST = (True,)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "audio_vae": (AUDIO_VAE, {"tooltip": "From UniForm Load Audio VAE + Vocoder or Load Bundle."}),
+                "latent": (LATENT, {"tooltip": "From UniForm Sampler."}),
+            }
+        }
+
+    def execute(self, audio_vae, latent):
+        host.check_interrupted()
+        with host.running(audio_vae) as codec:
+            waveforms, sample_rate = pipeline.decode_audio(codec, latent)
+        return ([{"waveform": w.unsqueeze(0), "sample_rate": sample_rate} for w in waveforms],)
+
+
+NODES = [UniFormVideoDecode, UniFormAudioDecode]

@@ -1,0 +1,116 @@
+"""Encoders: prompt -> text conditioning, frames or VIDEO -> video latent, AUDIO -> audio latent."""
+
+from __future__ import annotations
+
+from uniform_core import media, pipeline
+from uniform_core.errors import InputError
+from uniform_core.tasks import VIDEO_FPS
+
+from . import host
+from .common import AUDIO_LATENT, AUDIO_VAE, TEXT, TEXT_ENCODER, VIDEO_LATENT, VIDEO_VAE, UniFormNode
+
+_DURATION_TOOLTIP = "Whole seconds to keep (1 s = 17 frames). 0: as long as the input, up to 16 s."
+
+
+class UniFormTextEncode(UniFormNode):
+    DISPLAY_NAME = "UniForm Text Encode"
+    CATEGORY = "UniForm/encode"
+    DESCRIPTION = "Encodes the prompt (and an optional negative prompt that guidance steers away from)."
+    RETURN_TYPES = (TEXT,)
+    RETURN_NAMES = ("text",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "text_encoder": (TEXT_ENCODER, {"tooltip": "From UniForm Load Text Encoder or Load Bundle."}),
+                "prompt": ("STRING", {"multiline": True, "default": "", "tooltip": "What to see and hear."}),
+                "negative_prompt": (
+                    "STRING",
+                    {"multiline": True, "default": "", "tooltip": "What to avoid. Empty: the model's null caption."},
+                ),
+            }
+        }
+
+    def execute(self, text_encoder, prompt, negative_prompt):
+        with host.running(text_encoder) as encoder:
+            return (pipeline.encode_text(encoder, prompt, negative_prompt),)
+
+
+class UniFormVideoEncode(UniFormNode):
+    DISPLAY_NAME = "UniForm Video Encode"
+    CATEGORY = "UniForm/encode"
+    DESCRIPTION = (
+        "Encodes a conditioning video for V2A: IMAGE frames plus their fps, or a VIDEO (e.g. from Load Video). "
+        "Also returns the frames as conformed to the model (17 fps, whole seconds, multiple-of-16 size), to mux "
+        "with the generated sound."
+    )
+    RETURN_TYPES = (VIDEO_LATENT, "IMAGE", "FLOAT")
+    RETURN_NAMES = ("video_latent", "frames", "fps")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        size_tooltip = "Pixels, a multiple of 16; the video is scaled and center-cropped to it. 0: the input's size."
+        return {
+            "required": {
+                "video_vae": (VIDEO_VAE, {"tooltip": "From UniForm Load Video VAE or Load Bundle."}),
+                "fps": (
+                    "FLOAT",
+                    {
+                        "default": float(VIDEO_FPS),
+                        "min": 1.0,
+                        "max": 240.0,
+                        "step": 0.001,
+                        "tooltip": "Frame rate of the images input (a VIDEO brings its own).",
+                    },
+                ),
+                "duration": ("INT", {"default": 0, "min": 0, "max": 16, "tooltip": _DURATION_TOOLTIP}),
+                "width": ("INT", {"default": 0, "min": 0, "max": 4096, "step": 16, "tooltip": size_tooltip}),
+                "height": ("INT", {"default": 0, "min": 0, "max": 4096, "step": 16, "tooltip": size_tooltip}),
+            },
+            "optional": {
+                "images": ("IMAGE", {"tooltip": "Frames (T, H, W, 3), e.g. from Load Image batches. Or use video."}),
+                "video": ("VIDEO", {"tooltip": "A native VIDEO, e.g. from Load Video. Or use images + fps."}),
+            },
+        }
+
+    def execute(self, video_vae, fps, duration, width, height, images=None, video=None):
+        if (images is None) == (video is None):
+            given = "both" if images is not None else "neither"
+            raise InputError(f"connect exactly one of the images or video inputs; got {given}")
+        if video is not None:
+            clip = media.from_comfy_video(video)
+            images, fps = clip.frames, clip.fps
+        with host.running(video_vae) as vae:
+            encoded = pipeline.encode_video(vae, images, fps, duration or None, height or None, width or None)
+        return (encoded, encoded.frames, float(encoded.fps))
+
+
+class UniFormAudioEncode(UniFormNode):
+    DISPLAY_NAME = "UniForm Audio Encode"
+    CATEGORY = "UniForm/encode"
+    DESCRIPTION = (
+        "Encodes a conditioning sound for A2V from any AUDIO (any sample rate, mono or stereo). Also returns the "
+        "sound as conformed to the model (mono 16 kHz, whole seconds), to mux with the video."
+    )
+    RETURN_TYPES = (AUDIO_LATENT, "AUDIO")
+    RETURN_NAMES = ("audio_latent", "audio")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "audio_vae": (AUDIO_VAE, {"tooltip": "From UniForm Load Audio VAE + Vocoder or Load Bundle."}),
+                "audio": ("AUDIO", {"tooltip": "The sound to make a video for, e.g. from Load Audio."}),
+                "duration": ("INT", {"default": 0, "min": 0, "max": 16, "tooltip": _DURATION_TOOLTIP}),
+            }
+        }
+
+    def execute(self, audio_vae, audio, duration):
+        clip = media.from_comfy_audio(audio)
+        with host.running(audio_vae) as codec:
+            encoded = pipeline.encode_audio(codec, clip.waveform, clip.sample_rate, duration or None)
+        return (encoded, media.to_comfy_audio(media.AudioClip(encoded.waveform.view(1, -1), encoded.sample_rate)))
+
+
+NODES = [UniFormTextEncode, UniFormVideoEncode, UniFormAudioEncode]

@@ -1,0 +1,62 @@
+"""The task latent: what the sampler starts from (noise where a modality is generated, the condition elsewhere)."""
+
+from __future__ import annotations
+
+from uniform_core import pipeline
+from uniform_core.errors import InputError
+from uniform_core.tasks import TASK_DESCRIPTIONS, TASKS
+
+from .common import AUDIO_LATENT, LATENT, VIDEO_LATENT, UniFormNode
+
+
+class UniFormTaskLatent(UniFormNode):
+    DISPLAY_NAME = "UniForm Task Latent"
+    CATEGORY = "UniForm/latent"
+    DESCRIPTION = "Chooses the task. " + " ".join(f"{t}: {d}." for t, d in TASK_DESCRIPTIONS.items())
+    RETURN_TYPES = (LATENT,)
+    RETURN_NAMES = ("latent",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        size_tooltip = "Pixels of the generated video, a multiple of 16 (t2av, a2v; v2a keeps its video's size)."
+        return {
+            "required": {
+                "task": (
+                    list(TASKS),
+                    {"default": "t2av", "tooltip": "; ".join(f"{t}: {d}" for t, d in TASK_DESCRIPTIONS.items())},
+                ),
+                "duration": (
+                    "INT",
+                    {
+                        "default": 4,
+                        "min": 1,
+                        "max": 16,
+                        "tooltip": "Seconds to generate (t2av); a2v and v2a last as long as their condition.",
+                    },
+                ),
+                "width": ("INT", {"default": 256, "min": 16, "max": 4096, "step": 16, "tooltip": size_tooltip}),
+                "height": ("INT", {"default": 256, "min": 16, "max": 4096, "step": 16, "tooltip": size_tooltip}),
+            },
+            "optional": {
+                "video_latent": (VIDEO_LATENT, {"tooltip": "Needed by v2a: the video to make sound for."}),
+                "audio_latent": (AUDIO_LATENT, {"tooltip": "Needed by a2v: the sound to make a video for."}),
+            },
+        }
+
+    def execute(self, task, duration, width, height, video_latent=None, audio_latent=None):
+        if task == "a2v" and audio_latent is None:
+            raise InputError("task 'a2v' needs the audio_latent input; connect it from a UniForm Audio Encode node")
+        if task == "v2a" and video_latent is None:
+            raise InputError("task 'v2a' needs the video_latent input; connect it from a UniForm Video Encode node")
+        latent = pipeline.make_task_latent(
+            task,
+            duration=duration if task == "t2av" else None,
+            height=None if task == "v2a" else height,
+            width=None if task == "v2a" else width,
+            video=video_latent if task == "v2a" else None,
+            audio=audio_latent if task == "a2v" else None,
+        )
+        return (latent,)
+
+
+NODES = [UniFormTaskLatent]

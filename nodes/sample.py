@@ -1,0 +1,67 @@
+"""The sampler: denoises the generated modality of a task latent, with progress and Cancel from ComfyUI."""
+
+from __future__ import annotations
+
+from uniform_core import pipeline
+from uniform_core.diffusion.samplers import SAMPLER_DESCRIPTIONS, SAMPLERS
+
+from . import host
+from .common import DIT, LATENT, TEXT, UniFormNode
+
+
+class UniFormSampler(UniFormNode):
+    DISPLAY_NAME = "UniForm Sampler"
+    CATEGORY = "UniForm/sampling"
+    DESCRIPTION = "Runs the diffusion loop. Cond and uncond run as one batch per step (classifier-free guidance)."
+    RETURN_TYPES = (LATENT,)
+    RETURN_NAMES = ("latent",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "dit": (DIT, {"tooltip": "From UniForm Load DiT or Load Bundle."}),
+                "latent": (LATENT, {"tooltip": "From UniForm Task Latent: the task and its condition."}),
+                "seed": (
+                    "INT",
+                    {
+                        "default": 0,
+                        "min": 0,
+                        "max": 2**63 - 1,
+                        "control_after_generate": True,
+                        "tooltip": "Noise seed; batch item i uses seed + i.",
+                    },
+                ),
+                "steps": ("INT", {"default": 30, "min": 1, "max": 1000, "tooltip": "Denoising steps (paper: 30)."}),
+                "cfg": (
+                    "FLOAT",
+                    {
+                        "default": 5.0,
+                        "min": 0.0,
+                        "max": 30.0,
+                        "step": 0.1,
+                        "tooltip": "Classifier-free guidance scale (paper: 5). Ignored without text.",
+                    },
+                ),
+                "sampler": (
+                    list(SAMPLERS),
+                    {
+                        "default": SAMPLERS[0],
+                        "tooltip": "; ".join(f"{k}: {v}" for k, v in SAMPLER_DESCRIPTIONS.items()),
+                    },
+                ),
+                "batch_size": ("INT", {"default": 1, "min": 1, "max": 64, "tooltip": "Variations in one run."}),
+            },
+            "optional": {
+                "text": (TEXT, {"tooltip": "Prompt from UniForm Text Encode; needed by t2av, optional for a2v/v2a."}),
+            },
+        }
+
+    def execute(self, dit, latent, seed, steps, cfg, sampler, batch_size, text=None):
+        progress, cancel = host.progress_reporter(), host.cancel_check()
+        with host.running(dit) as model:
+            out = pipeline.sample(model, latent, text, seed, steps, cfg, sampler, batch_size, progress, cancel)
+        return (out.latent,)
+
+
+NODES = [UniFormSampler]

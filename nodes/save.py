@@ -1,0 +1,62 @@
+"""Save: frames + fps + sound -> an MP4 (H.264 + AAC) in ComfyUI's output folder, previewed on the node."""
+
+from __future__ import annotations
+
+from uniform_core import media
+from uniform_core.errors import InputError
+from uniform_core.tasks import VIDEO_FPS
+
+from . import host
+from .common import UniFormNode
+
+
+class UniFormSaveAV(UniFormNode):
+    DISPLAY_NAME = "UniForm Save Video + Audio"
+    CATEGORY = "UniForm/save"
+    DESCRIPTION = (
+        "Writes an MP4 whose video and audio streams have the same duration, named <prefix>_00001_.mp4 and counting "
+        "up. One file per audio batch item. Also returns the (first) clip as a VIDEO for native nodes."
+    )
+    RETURN_TYPES = ("VIDEO",)
+    RETURN_NAMES = ("video",)
+    OUTPUT_NODE = True
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "frames": ("IMAGE", {"tooltip": "Video frames (T, H, W, 3), e.g. from UniForm Video Decode."}),
+                "fps": (
+                    "FLOAT",
+                    {
+                        "default": float(VIDEO_FPS),
+                        "min": 1.0,
+                        "max": 240.0,
+                        "step": 0.001,
+                        "tooltip": "Frame rate of the frames; link it from the decoder or encoder that made them.",
+                    },
+                ),
+                "filename_prefix": (
+                    "STRING",
+                    {"default": "UniForm/AV", "tooltip": "File name prefix; a/b puts the files in the a subfolder."},
+                ),
+            },
+            "optional": {"audio": ("AUDIO", {"tooltip": "Sound to mux, e.g. from UniForm Audio Decode."})},
+        }
+
+    def execute(self, frames, fps, filename_prefix, audio=None):
+        if frames.dim() != 4 or frames.shape[-1] != 3:
+            raise InputError(f"frames must be IMAGE frames (T, H, W, 3); got shape {tuple(frames.shape)}")
+        waveforms = [None] if audio is None else [w[None] for w in audio["waveform"]]  # one MP4 per batch item
+        saved = []
+        for waveform in waveforms:
+            clip = None if waveform is None else media.from_comfy_audio({**audio, "waveform": waveform})
+            out = host.next_output_file(filename_prefix, "mp4", frames.shape[2], frames.shape[1])
+            media.write_mp4(out.path, frames.cpu(), fps, clip)
+            saved.append({"filename": out.filename, "subfolder": out.subfolder, "type": "output"})
+        first = None if audio is None else {**audio, "waveform": waveforms[0]}
+        video = host.make_video(frames.cpu(), fps, first)
+        return {"ui": {"images": saved, "animated": (True,)}, "result": (video,)}
+
+
+NODES = [UniFormSaveAV]
