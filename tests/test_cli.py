@@ -3,6 +3,7 @@
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -18,7 +19,9 @@ def bundle_dir(tmp_path_factory):
 
 
 def test_console_script_help():
-    exe = shutil.which("uniform-av") or pytest.fail("the uniform-av console script is not installed")
+    beside_python = Path(sys.executable).parent / "uniform-av"
+    exe = str(beside_python) if beside_python.exists() else shutil.which("uniform-av")
+    assert exe, "the uniform-av console script is not installed"
     out = subprocess.run([exe, "--help"], capture_output=True, text=True, check=True).stdout
     assert "generate" in out
     out = subprocess.run([exe, "generate", "--help"], capture_output=True, text=True, check=True).stdout
