@@ -406,6 +406,8 @@ def test_odd_sizes_and_bad_fps(tmp_path):
         media.write_mp4(tmp_path / "o.mp4", torch.rand(2, 48, 65, 3), 17)
     with pytest.raises(InputError, match="32x47"):
         media.write_mp4(tmp_path / "o.mp4", torch.rand(2, 47, 32, 3), 17)
+    with pytest.raises(InputError, match="crf"):
+        media.write_mp4(tmp_path / "o.mp4", torch.rand(2, 16, 16, 3), 17, crf=99)
     for fps in (0, -5, float("nan")):
         with pytest.raises(InputError, match="fps"):
             media.write_mp4(tmp_path / "o.mp4", torch.rand(2, 16, 16, 3), fps)

@@ -557,8 +557,10 @@ def write_mp4(
     """Write frames (T, H, W, 3) float in [0, 1] or uint8 at ``fps`` as H.264 (yuv420p) MP4, with ``audio`` as
     AAC trimmed or padded to exactly T / fps seconds. H and W must be even (yuv420p). The file appears at
     ``path`` only when complete. Returns the path."""
-    frames = _check_frames(frames, "frames")
+    frames = _check_frames(frames, "frames").detach().cpu()
     fps = _check_fps(fps, "fps")
+    if isinstance(crf, bool) or not isinstance(crf, int) or not 0 <= crf <= 51:
+        raise InputError(f"crf must be a whole number from 0 (lossless) to 51 (worst); got {crf!r}")
     t, h, w = frames.shape[:3]
     if h % 2 or w % 2:
         raise InputError(f"frames size {w}x{h} (width x height) must be even on both sides for H.264 yuv420p")
@@ -584,7 +586,7 @@ def write_mp4(
 
 def _mp4_audio(audio: AudioClip, seconds: float) -> tuple[np.ndarray, int]:
     """(C, n) float32 at an AAC rate, C in (1, 2), with exactly ``seconds`` of samples."""
-    waveform = _check_waveform(audio.waveform, "audio waveform").float()
+    waveform = _check_waveform(audio.waveform, "audio waveform").detach().cpu().float()
     rate = audio.sample_rate
     if waveform.shape[0] > 2:
         logger.info("audio down-mixed from %d channels to mono for AAC", waveform.shape[0])
@@ -594,6 +596,11 @@ def _mp4_audio(audio: AudioClip, seconds: float) -> tuple[np.ndarray, int]:
         logger.info("audio resampled %d -> %d Hz for AAC", rate, new)
         waveform, rate = resample_audio(waveform, rate, new), new
     n = round(seconds * rate)
+    if abs(waveform.shape[1] - n) > rate // 100:
+        verb = "trimmed" if waveform.shape[1] > n else "padded with silence"
+        logger.info(
+            "audio %s from %s to %s to match the video", verb, _seconds(waveform.shape[1] / rate), _seconds(n / rate)
+        )
     waveform = waveform[:, :n] if waveform.shape[1] >= n else F.pad(waveform, (0, n - waveform.shape[1]))
     return waveform.clamp(-1, 1).contiguous().numpy(), rate
 
