@@ -263,6 +263,8 @@ def test_save_load_round_trip(tiny, tmp_path):
     loaded = VideoVAE.load(path)
     assert loaded.config == tiny.config
     assert not loaded.training and not any(p.requires_grad for p in loaded.parameters())
+    assert {t.device.type for t in [*loaded.parameters(), *loaded.buffers()]} == {"cpu"}  # nothing left on meta
+    assert VideoVAE.load(path, dtype=torch.bfloat16).shift.dtype == torch.bfloat16
     for via_loader in (False, True):
         model = load_video_vae(path) if via_loader else loaded
         frames = clip(17, size=16)

@@ -73,8 +73,14 @@ def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"{path} is not a readable safetensors file: {e}") from e
 
 
-def load_matching(module: torch.nn.Module, state_dict: dict[str, torch.Tensor], what: str) -> None:
-    """Load ``state_dict`` into ``module`` exactly, or raise naming missing, unexpected and mis-shaped keys."""
+def load_matching(
+    module: torch.nn.Module, state_dict: dict[str, torch.Tensor], what: str, assign: bool = False
+) -> None:
+    """Load ``state_dict`` into ``module`` exactly, or raise naming missing, unexpected and mis-shaped keys.
+
+    ``assign=True`` makes the file's tensors the module's (for a module built on the meta device: no random init
+    and no second copy of the weights in memory).
+    """
     expected = module.state_dict()
     missing = sorted(set(expected) - set(state_dict))
     unexpected = sorted(set(state_dict) - set(expected))
@@ -90,7 +96,7 @@ def load_matching(module: torch.nn.Module, state_dict: dict[str, torch.Tensor], 
                 shown = ", ".join(keys[:12]) + (f", ... ({len(keys)} in all)" if len(keys) > 12 else "")
                 parts.append(f"{label} keys: {shown}")
         raise CheckpointError(f"{what} does not fit the model's config; " + "; ".join(parts))
-    module.load_state_dict(state_dict, strict=True)
+    module.load_state_dict(state_dict, strict=True, assign=assign)
 
 
 def _existing_file(path: str | os.PathLike) -> Path:

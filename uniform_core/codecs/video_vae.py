@@ -461,11 +461,10 @@ def _is_opensora_config(config_file: Path) -> bool:
 
 
 def _build_frozen(config: VideoVAEConfig, state: dict, what: str, device, dtype) -> VideoVAE:
-    """Build without random init (meta device), fill from ``state`` exactly, freeze."""
+    """Build without random init (meta device), take the tensors of ``state`` (exact keys), freeze."""
     with torch.device("meta"):
         model = VideoVAE(config)
-    model.to_empty(device="cpu")
-    load_matching(model, state, what)
+    load_matching(model, state, what, assign=True)
     return model.to(device=device, dtype=dtype).eval().requires_grad_(False)
 
 
