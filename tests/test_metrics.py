@@ -119,8 +119,12 @@ def test_bad_inputs_are_named():
 # ---- AV-align ---------------------------------------------------------------------------------------------------
 
 
-def test_av_align_prefers_sync_over_a_shift_over_random_pairing():
-    """Averaged over clips: in sync > audio delayed by 0.5 s > audio of another clip (random pairing)."""
+def test_av_align_prefers_sync_over_a_shift_and_over_random_pairing():
+    """Averaged over clips, in sync scores far above the audio delayed by 0.5 s and the audio of another clip.
+
+    The delayed and the randomly paired audio both sit at AV-align's chance level: a hit needs |a - v| < 1/fps, so
+    a 0.5 s offset of irregular impacts is as misaligned as a random pairing, and which of the two is higher
+    depends on the clips drawn (measured over 30 clips: 0.18 vs 0.15, with per-12-clip means either way round)."""
     pytest.importorskip("librosa")
     pytest.importorskip("cv2")
     from uniform_core.eval.av_align import _iou, audio_peaks, av_align, video_peaks
@@ -145,7 +149,8 @@ def test_av_align_prefers_sync_over_a_shift_over_random_pairing():
             )
             assert all(abs(a - v) < 1 / FPS for a, v in synced.matched)
     sync, delayed, other = np.mean(scores, axis=0)
-    assert sync > delayed > other, scores
+    assert sync > 2 * delayed and sync > 2 * other, scores
+    assert delayed < 0.3 and other < 0.3, scores
 
 
 def test_av_align_empty_case_and_missing_dependency(monkeypatch):
@@ -276,3 +281,36 @@ def test_missing_feature_weights_say_what_to_get(kind, file, tmp_path):
         load_feature_extractor(kind, tmp_path / file)
     with pytest.raises(InputError, match="vggish, panns, i3d"):
         load_feature_extractor("inception", None)
+
+
+def test_mean_ci():
+    from uniform_core.eval.events import mean_ci
+
+    e = mean_ci([0.0, 1.0, float("nan")])
+    assert (e.mean, e.n) == (0.5, 2)
+    assert e.high - e.mean == pytest.approx(1.959964 * np.std([0, 1], ddof=1) / np.sqrt(2), rel=1e-5)
+    assert mean_ci([0.3]).low == 0.3 and math.isnan(mean_ci([]).mean)
+
+
+def test_score_task_on_ground_truth_outputs_beats_the_shuffled_baseline():
+    from uniform_core.eval.events import score_task
+    from uniform_core.train.synthetic import heldout_seeds
+
+    clips = [make_clip(s) for s in heldout_seeds(6)]
+    frames, waves = [c.frames for c in clips], [c.waveform for c in clips]
+    for task, kwargs in (
+        ("v2a", {"waveforms": waves}),
+        ("a2v", {"frames": frames}),
+        ("t2av", dict(frames=frames, waveforms=waves)),
+    ):
+        report = score_task(task, clips, **kwargs)
+        assert report.event_f1.mean == 1.0 and report.event_f1.n == 6, task
+        assert report.shuffled_event_f1.mean < 0.6, (task, report.shuffled_event_f1)
+        assert (report.colour_rate is None) == (task == "v2a") and (report.sound_rate is None) == (task == "a2v")
+        for rate in (report.colour_rate, report.sound_rate):
+            assert rate is None or rate.mean == 1.0
+    # Outputs that ignore the condition score like the baseline: a frozen frame has no impacts.
+    still = [f[:1].expand_as(f) for f in frames]
+    assert score_task("a2v", clips, frames=still).event_f1.mean == 0.0
+    with pytest.raises(InputError, match="needs frames"):
+        score_task("a2v", clips, waveforms=waves)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from statistics import NormalDist
 
 import numpy as np
 import torch
@@ -254,3 +255,90 @@ def sound_class(waveform, sample_rate: int) -> str:
     if flatness >= KNOCK_MIN_FLATNESS:
         return "knock"
     return "chime" if freqs[band][spectrum.argmax()] >= CHIME_MIN_HZ else "tone"
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A mean over clips with its normal-approximation confidence interval (``level``, default 95 %)."""
+
+    mean: float
+    low: float
+    high: float
+    n: int
+
+    def __str__(self) -> str:
+        return f"{self.mean:.3f} [{self.low:.3f}, {self.high:.3f}]"
+
+
+def mean_ci(values, level: float = 0.95) -> Estimate:
+    """Mean of ``values`` (NaNs dropped) +- z * standard error; NaN for no values, a zero-width interval for one."""
+    v = np.asarray([x for x in values if not math.isnan(x)], dtype=np.float64)
+    if len(v) == 0:
+        return Estimate(math.nan, math.nan, math.nan, 0)
+    z = NormalDist().inv_cdf(0.5 + level / 2)
+    half = z * v.std(ddof=1) / math.sqrt(len(v)) if len(v) > 1 else 0.0
+    return Estimate(float(v.mean()), float(v.mean() - half), float(v.mean() + half), len(v))
+
+
+@dataclass(frozen=True)
+class TaskReport:
+    """Synthetic-benchmark scores of one task over held-out clips (issue 6 item 4).
+
+    ``event_f1``: v2a, generated audio onsets vs the clip's impacts; a2v, generated video impacts vs the clip's
+    impacts; t2av, generated audio onsets vs generated video impacts. ``shuffled_event_f1``: the same outputs
+    scored against the next clip's reference (a wrong pairing), the chance level. ``colour_rate``: share of clips
+    whose generated video shows the captioned colour(s) (t2av, a2v). ``sound_rate``: share of clips whose
+    generated audio has the captioned object's sound class (t2av, v2a)."""
+
+    task: str
+    event_f1: Estimate
+    offset_ms: Estimate
+    shuffled_event_f1: Estimate
+    colour_rate: Estimate | None
+    sound_rate: Estimate | None
+
+
+def score_task(task: str, clips, frames=None, waveforms=None, tol: float = 0.1) -> TaskReport:
+    """Score a task's outputs against their synthetic clips (:class:`~uniform_core.train.synthetic.SyntheticClip`,
+    which give fps, sample rate, events and attributes). ``frames``: the generated videos (T, H, W, 3) in [0, 1],
+    one per clip (t2av, a2v); ``waveforms``: the generated audio (N,) or (C, N) at the clips' rate (t2av, v2a)."""
+    from ..tasks import generates_audio, generates_video
+
+    n = len(clips)
+    if n < 2:
+        raise InputError(f"score_task needs at least 2 clips (the shuffled baseline pairs each with another); got {n}")
+    video, audio = generates_video(task), generates_audio(task)
+    for name, outputs, needed in (("frames", frames, video), ("waveforms", waveforms, audio)):
+        if needed and (outputs is None or len(outputs) != n):
+            got = "None" if outputs is None else f"{len(outputs)}"
+            raise InputError(f"task {task} needs {name}: one generated output per clip ({n}); got {got}")
+    spec = clips[0].attributes["spec"]
+    fps, rate = spec["fps"], spec["sample_rate"]
+    impacts = [visual_impacts(f, fps) for f in frames] if video else None
+    onsets = [audio_onsets(w, rate) for w in waveforms] if audio else None
+    if task == "t2av":
+        pred, ref = onsets, impacts
+    else:
+        pred, ref = (impacts, None) if task == "a2v" else (onsets, None)
+        ref = [c.events for c in clips]
+    scores = [event_f1(p, r, tol) for p, r in zip(pred, ref, strict=True)]
+    shuffled = [event_f1(pred[i], ref[(i + 1) % n], tol).f1 for i in range(n)]
+    colour = sound = None
+    if video:
+        colour = mean_ci(
+            float(all(colour_present(f, o["colour"]) for o in c.attributes["objects"]))
+            for f, c in zip(frames, clips, strict=True)
+        )
+    if audio:
+        sound = mean_ci(
+            float(sound_class(w, rate) in {o["sound"] for o in c.attributes["objects"]})
+            for w, c in zip(waveforms, clips, strict=True)
+        )
+    return TaskReport(
+        task,
+        mean_ci(s.f1 for s in scores),
+        mean_ci(s.mean_abs_offset_ms for s in scores),
+        mean_ci(shuffled),
+        colour,
+        sound,
+    )

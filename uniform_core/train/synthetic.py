@@ -40,6 +40,12 @@ SOUND_CLASSES = ("tone", "knock", "chime")
 PITCH_STEPS = MappingProxyType({"red": 0, "green": 2, "blue": 4, "yellow": 7, "white": 9})
 BASE_PITCH_HZ = MappingProxyType({"tone": 262.0, "knock": 1500.0, "chime": 1047.0})
 BURST_SECONDS = 0.25  # every impact sound is over (faded out) within this time
+HELDOUT_FIRST_SEED = 1_000_000  # evaluation clips start here; training uses small seeds from 0
+
+
+def heldout_seeds(n: int) -> list[int]:
+    """The ``n`` seeds of the held-out evaluation clips, shared by every evaluation so numbers are comparable."""
+    return list(range(HELDOUT_FIRST_SEED, HELDOUT_FIRST_SEED + n))
 
 
 @dataclass(frozen=True)
@@ -68,6 +74,11 @@ def vocabulary() -> Vocabulary:
     )
 
 
+def _gap_scale(n_obj: int) -> float:
+    """Two objects bounce more slowly, so that together they do not crowd the sound track."""
+    return 1.0 if n_obj == 1 else 1.5
+
+
 @dataclass(frozen=True)
 class SyntheticSpec:
     """What every clip of a data set shares. Times in seconds, sizes in pixels."""
@@ -79,8 +90,8 @@ class SyntheticSpec:
     max_objects: int = 1  # 1 or 2; with 2 each clip draws 1 or 2 objects of different shape and colour
     min_object_px: int = 12
     max_object_px: int = 18
-    min_event_gap: float = 0.3  # seconds between two impacts of one object (times the number of objects)
-    max_event_gap: float = 0.7  # any two events of a clip are at least BURST_SECONDS apart
+    min_event_gap: float = 0.4  # seconds between two impacts of one object (x1.5 with two objects);
+    max_event_gap: float = 0.9  # any two events of a clip are at least BURST_SECONDS apart
     edge_margin: float = 0.12  # no impact this close to the clip's start or end, so both sides are visible
     ambient: bool = True  # low white-noise floor under the impact sounds
 
@@ -101,7 +112,7 @@ class SyntheticSpec:
                 f"SyntheticSpec event gaps must satisfy {BURST_SECONDS} <= min_event_gap <= max_event_gap; "
                 f"got {self.min_event_gap}..{self.max_event_gap}"
             )
-        if 2 * self.edge_margin + self.max_objects * self.max_event_gap > self.seconds:
+        if 2 * self.edge_margin + _gap_scale(self.max_objects) * self.max_event_gap > self.seconds:
             raise InputError(f"SyntheticSpec.seconds={self.seconds} is too short for max_event_gap and edge_margin")
 
     @property
@@ -132,11 +143,11 @@ class SyntheticClip:
 
 def _impact_times(rng: np.random.Generator, spec: SyntheticSpec, n_obj: int) -> np.ndarray:
     """Impact times of one object, including one virtual impact before and after the clip (they shape the motion
-    at the clip edges). Gaps are drawn uniformly in n_obj * [min_event_gap, max_event_gap], so two objects do not
-    crowd the sound track."""
-    t = [-rng.uniform(0.0, n_obj * spec.max_event_gap)]
+    at the clip edges). Gaps are drawn uniformly in [min_event_gap, max_event_gap] (times _gap_scale)."""
+    scale = _gap_scale(n_obj)
+    t = [-rng.uniform(0.0, scale * spec.max_event_gap)]
     while t[-1] <= spec.seconds:
-        t.append(t[-1] + n_obj * rng.uniform(spec.min_event_gap, spec.max_event_gap))
+        t.append(t[-1] + scale * rng.uniform(spec.min_event_gap, spec.max_event_gap))
     return np.asarray(t)
 
 
