@@ -1,0 +1,298 @@
+"""Every node called directly, as ComfyUI calls it (``run(**inputs)``), on a tiny random bundle and no ComfyUI."""
+
+from __future__ import annotations
+
+import sys
+import types
+
+import av
+import pytest
+import torch
+
+from uniform_core.bundle import COMPONENT_FILES, default_bundle_available, random_tiny_bundle, save_bundle
+from uniform_core.errors import CheckpointError, InputError, UniFormError
+from uniform_core.tasks import SAMPLE_RATE, VIDEO_FPS
+
+SECONDS, SIZE = 2, 64  # the random tiny bundle's native clip
+
+
+@pytest.fixture(scope="module")
+def nodes(pack):
+    return {name: cls() for name, cls in pack.NODE_CLASS_MAPPINGS.items()}
+
+
+@pytest.fixture(scope="module")
+def host(pack):
+    return sys.modules[f"{pack.__name__}.nodes.host"]
+
+
+@pytest.fixture(scope="module")
+def models_dir(tmp_path_factory):
+    """A models/uniform folder holding one saved random tiny bundle (as the folder ``tiny``)."""
+    root = tmp_path_factory.mktemp("models")
+    save_bundle(random_tiny_bundle(seed=0), root / "tiny")
+    return root
+
+
+@pytest.fixture(autouse=True)
+def folders(models_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("UNIFORM_MODELS_DIR", str(models_dir))
+    monkeypatch.setenv("UNIFORM_OUTPUT_DIR", str(tmp_path / "output"))
+
+
+@pytest.fixture(scope="module")
+def parts(nodes, models_dir, pack):
+    """(dit, video_vae, audio_vae, text_encoder) as UniForm Load Bundle returns them."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("UNIFORM_MODELS_DIR", str(models_dir))
+    try:
+        return nodes["UniFormLoadBundle"].run(bundle="tiny", precision="auto", offload="auto")
+    finally:
+        mp.undo()
+
+
+@pytest.fixture(scope="module")
+def clip(nodes):
+    return nodes["UniFormExampleClip"].run(seed=1, duration=SECONDS, size=SIZE, objects=1)
+
+
+def sample(nodes, parts, latent, text=None, seed=0, batch_size=1, steps=2):
+    return nodes["UniFormSampler"].run(
+        dit=parts[0], latent=latent, seed=seed, steps=steps, cfg=5.0, sampler="ddim", batch_size=batch_size, text=text
+    )[0]
+
+
+def t2av_latent(nodes):
+    return nodes["UniFormTaskLatent"].run(task="t2av", duration=SECONDS, width=SIZE, height=SIZE)[0]
+
+
+# ---- definitions --------------------------------------------------------------------------------------------
+
+
+def test_every_node_is_a_well_formed_v1_node(pack):
+    assert set(pack.NODE_CLASS_MAPPINGS) == set(pack.NODE_DISPLAY_NAME_MAPPINGS)
+    for node_id, cls in pack.NODE_CLASS_MAPPINGS.items():
+        assert node_id.startswith("UniForm") and node_id == cls.__name__
+        assert pack.NODE_DISPLAY_NAME_MAPPINGS[node_id].startswith("UniForm ")
+        assert cls.CATEGORY.startswith("UniForm/") and callable(getattr(cls, cls.FUNCTION))
+        assert len(getattr(cls, "RETURN_NAMES", cls.RETURN_TYPES)) == len(cls.RETURN_TYPES)
+        spec = cls.INPUT_TYPES()
+        assert set(spec) <= {"required", "optional"}
+        for section in spec.values():
+            for name, (kind, *options) in section.items():
+                assert options and options[0].get("tooltip"), f"{node_id}.{name} has no tooltip"
+                assert isinstance(kind, (str, list)), f"{node_id}.{name}: combos must be lists for ComfyUI"
+                if isinstance(kind, list) and "default" in options[0]:
+                    assert options[0]["default"] in kind, f"{node_id}.{name} default"
+
+
+def test_loaders_list_the_model_folder_and_the_embedded_default(pack):
+    bundles = pack.NODE_CLASS_MAPPINGS["UniFormLoadBundle"].INPUT_TYPES()["required"]["bundle"][0]
+    assert bundles == ["uniform-tiny (embedded)", "tiny"]
+    files = pack.NODE_CLASS_MAPPINGS["UniFormLoadDiT"].INPUT_TYPES()["required"]["dit_name"][0]
+    assert sorted(files) == sorted(f"tiny/{f}" for f in COMPONENT_FILES.values())
+
+
+# ---- loaders ------------------------------------------------------------------------------------------------
+
+
+def test_component_loaders_load_what_was_saved(nodes, models_dir):
+    reference = random_tiny_bundle(seed=0)
+    (dit,) = nodes["UniFormLoadDiT"].run(dit_name="tiny/dit.safetensors", precision="fp32", offload="auto")
+    (vae,) = nodes["UniFormLoadVideoVAE"].run(vae_name="tiny/video_vae.safetensors", precision="fp32", offload="auto")
+    (audio,) = nodes["UniFormLoadAudioVAE"].run(
+        vae_name="tiny/audio_vae.safetensors",
+        vocoder_name="tiny/vocoder.safetensors",
+        precision="fp32",
+        offload="auto",
+    )
+    (text,) = nodes["UniFormLoadTextEncoder"].run(
+        text_encoder_name="tiny/text_encoder.safetensors", precision="fp32", offload="offload"
+    )
+    for loaded, original in [
+        (dit, reference.dit),
+        (vae, reference.video_vae),
+        (audio, reference.audio_codec),
+        (text, reference.text_encoder),
+    ]:
+        got, want = loaded.module.state_dict(), original.state_dict()
+        assert got.keys() == want.keys()
+        assert all(torch.equal(got[k], want[k]) for k in want)
+    assert text.offload and not dit.offload
+
+
+def test_precision_casts_the_weights(nodes):
+    (dit,) = nodes["UniFormLoadDiT"].run(dit_name="tiny/dit.safetensors", precision="bf16", offload="auto")
+    assert {p.dtype for p in dit.module.parameters()} == {torch.bfloat16}
+
+
+def test_missing_model_file_names_the_node_and_the_file(nodes):
+    with pytest.raises(InputError, match=r"^UniForm Load DiT: model 'nope.safetensors' was not found"):
+        nodes["UniFormLoadDiT"].run(dit_name="nope.safetensors", precision="auto", offload="auto")
+
+
+def test_embedded_bundle(nodes):
+    if default_bundle_available():
+        dit, *_ = nodes["UniFormLoadBundle"].run(bundle="uniform-tiny (embedded)", precision="auto", offload="auto")
+        assert isinstance(dit.module, torch.nn.Module)
+    else:
+        with pytest.raises(CheckpointError, match=r"^UniForm Load Bundle: bundle .*uniform-tiny"):
+            nodes["UniFormLoadBundle"].run(bundle="uniform-tiny (embedded)", precision="auto", offload="auto")
+
+
+# ---- encoders and the task latent -----------------------------------------------------------------------------
+
+
+def test_text_encode_and_its_error(nodes, parts):
+    (text,) = nodes["UniFormTextEncode"].run(text_encoder=parts[3], prompt="a red ball", negative_prompt="a square")
+    assert text.y.shape[0] == 1 and text.negative_y is not None
+    with pytest.raises(InputError, match=r"^UniForm Text Encode: prompt"):
+        nodes["UniFormTextEncode"].run(text_encoder=parts[3], prompt=" ", negative_prompt="")
+
+
+def test_video_encode_takes_frames_or_a_native_video(nodes, parts, clip, host):
+    frames, fps, audio, _ = clip
+    from_images = nodes["UniFormVideoEncode"].run(
+        video_vae=parts[1], fps=fps, duration=0, width=0, height=0, images=frames
+    )
+    video = host.make_video(frames, fps, audio)
+    from_video = nodes["UniFormVideoEncode"].run(
+        video_vae=parts[1], fps=1.0, duration=0, width=0, height=0, video=video
+    )
+    latent, conformed, out_fps = from_images
+    assert latent.latent.shape == (1, 4, 5 * SECONDS, SIZE // 8, SIZE // 8)
+    assert conformed.shape == (VIDEO_FPS * SECONDS, SIZE, SIZE, 3) and out_fps == VIDEO_FPS
+    assert torch.equal(from_video[0].latent, latent.latent)
+
+
+def test_video_encode_conforms_fps_and_size(nodes, parts, clip):
+    frames = clip[0][::2]  # the same 2 s at 8.5 fps
+    _, conformed, fps = nodes["UniFormVideoEncode"].run(
+        video_vae=parts[1], fps=VIDEO_FPS / 2, duration=0, width=32, height=48, images=frames
+    )
+    assert conformed.shape == (VIDEO_FPS * SECONDS, 48, 32, 3) and fps == VIDEO_FPS
+
+
+@pytest.mark.parametrize("given", ["neither", "both"])
+def test_video_encode_needs_exactly_one_input(nodes, parts, clip, host, given):
+    inputs = {} if given == "neither" else {"images": clip[0], "video": host.make_video(clip[0], clip[1])}
+    with pytest.raises(InputError, match=rf"^UniForm Video Encode: .*images or video.*{given}"):
+        nodes["UniFormVideoEncode"].run(video_vae=parts[1], fps=17.0, duration=0, width=0, height=0, **inputs)
+
+
+def test_audio_encode_conforms_any_audio(nodes, parts):
+    stereo_44k = {"waveform": torch.rand(1, 2, 44100 * SECONDS) - 0.5, "sample_rate": 44100}
+    latent, audio = nodes["UniFormAudioEncode"].run(audio_vae=parts[2], audio=stereo_44k, duration=0)
+    assert latent.latent.shape == (1, 8, 25 * SECONDS, 16)
+    assert audio["sample_rate"] == SAMPLE_RATE and audio["waveform"].shape == (1, 1, SAMPLE_RATE * SECONDS)
+    with pytest.raises(InputError, match=r"^UniForm Audio Encode: AUDIO"):
+        nodes["UniFormAudioEncode"].run(audio_vae=parts[2], audio=torch.zeros(3), duration=0)
+
+
+@pytest.mark.parametrize("task, missing", [("a2v", "audio_latent"), ("v2a", "video_latent")])
+def test_task_latent_names_the_missing_condition(nodes, task, missing):
+    with pytest.raises(UniFormError, match=rf"^UniForm Task Latent: .*{missing}"):
+        nodes["UniFormTaskLatent"].run(task=task, duration=SECONDS, width=SIZE, height=SIZE)
+
+
+def test_task_latent_follows_its_condition(nodes, parts, clip):
+    video_latent, *_ = nodes["UniFormVideoEncode"].run(
+        video_vae=parts[1], fps=clip[1], duration=0, width=0, height=0, images=clip[0]
+    )
+    # duration and size widgets are for t2av/a2v; v2a keeps its video's
+    (latent,) = nodes["UniFormTaskLatent"].run(
+        task="v2a", duration=7, width=512, height=512, video_latent=video_latent
+    )
+    assert latent.task == "v2a" and latent.duration == SECONDS and (latent.height, latent.width) == (SIZE, SIZE)
+    assert torch.equal(latent.video, video_latent.latent)
+
+
+# ---- sampling, decoding, saving -----------------------------------------------------------------------------
+
+
+def test_sampler_is_seeded_and_keeps_the_condition(nodes, parts, clip):
+    audio_latent, _ = nodes["UniFormAudioEncode"].run(audio_vae=parts[2], audio=clip[2], duration=0)
+    (latent,) = nodes["UniFormTaskLatent"].run(
+        task="a2v", duration=SECONDS, width=SIZE, height=SIZE, audio_latent=audio_latent
+    )
+    a, b, c = (sample(nodes, parts, latent, seed=s) for s in (5, 5, 6))
+    assert torch.equal(a.video, b.video) and not torch.equal(a.video, c.video)
+    assert torch.equal(a.audio, audio_latent.latent)
+
+
+def test_sampler_reports_progress_and_honours_cancel_through_comfyui(nodes, parts, monkeypatch):
+    """With ComfyUI's modules present, the sampler drives comfy.utils.ProgressBar and stops on Cancel."""
+    updates = []
+
+    class Interrupted(Exception):
+        pass
+
+    class ProgressBar:
+        def __init__(self, total):
+            self.total = total
+
+        def update_absolute(self, value, total=None):
+            updates.append((value, total))
+
+    def throw_if_interrupted():
+        if len(updates) >= 3:
+            raise Interrupted()
+
+    mm = types.SimpleNamespace(
+        get_torch_device=lambda: torch.device("cpu"),
+        unet_offload_device=lambda: torch.device("cpu"),
+        throw_exception_if_processing_interrupted=throw_if_interrupted,
+        soft_empty_cache=lambda: None,
+    )
+    monkeypatch.setitem(sys.modules, "comfy", types.ModuleType("comfy"))
+    monkeypatch.setitem(sys.modules, "comfy.utils", types.SimpleNamespace(ProgressBar=ProgressBar))
+    monkeypatch.setitem(sys.modules, "comfy.model_management", mm)
+    with pytest.raises(Interrupted):
+        sample(nodes, parts, t2av_latent(nodes), steps=10)
+    assert updates and updates[-1][1] == 10 and 3 <= len(updates) < 10
+
+
+def test_decoders_return_one_item_per_batch_item(nodes, parts):
+    (text,) = nodes["UniFormTextEncode"].run(text_encoder=parts[3], prompt="a red ball", negative_prompt="")
+    latent = sample(nodes, parts, t2av_latent(nodes), text=text, batch_size=2)
+    frames, fps = nodes["UniFormVideoDecode"].run(video_vae=parts[1], latent=latent)
+    (audio,) = nodes["UniFormAudioDecode"].run(audio_vae=parts[2], latent=latent)
+    assert fps == VIDEO_FPS and len(frames) == len(audio) == 2
+    assert frames[0].shape == (VIDEO_FPS * SECONDS, SIZE, SIZE, 3) and 0 <= frames[0].min() <= frames[0].max() <= 1
+    assert audio[0]["sample_rate"] == SAMPLE_RATE and audio[0]["waveform"].shape == (1, 1, SAMPLE_RATE * SECONDS)
+    assert not torch.equal(frames[0], frames[1])
+
+
+def test_save_writes_counted_mp4s_with_both_streams(nodes, clip, tmp_path):
+    frames, fps, audio, _ = clip
+    batch = {"waveform": torch.cat([audio["waveform"], audio["waveform"] * 0.5]), "sample_rate": audio["sample_rate"]}
+    first = nodes["UniFormSaveAV"].run(frames=frames, fps=fps, filename_prefix="UniForm/test", audio=batch)
+    second = nodes["UniFormSaveAV"].run(frames=frames, fps=fps, filename_prefix="UniForm/test", audio=audio)
+    names = [f["filename"] for r in (first, second) for f in r["ui"]["images"]]
+    assert names == ["test_00001_.mp4", "test_00002_.mp4", "test_00003_.mp4"]
+    assert first["ui"]["images"][0] == {"filename": "test_00001_.mp4", "subfolder": "UniForm", "type": "output"}
+    with av.open(str(tmp_path / "output" / "UniForm" / "test_00001_.mp4")) as c:
+        v, a = c.streams.video[0], c.streams.audio[0]
+        assert (v.width, v.height) == (SIZE, SIZE)
+        assert abs(float(a.duration * a.time_base) - SECONDS) < 0.05
+        assert abs(v.frames / float(v.average_rate) - SECONDS) < 0.05
+    (video,) = first["result"]
+    assert torch.equal(video.get_components().images, frames)
+
+
+def test_save_refuses_frames_that_are_no_image_batch(nodes):
+    with pytest.raises(InputError, match=r"^UniForm Save Video \+ Audio: frames"):
+        nodes["UniFormSaveAV"].run(frames=torch.zeros(3, 64, 64), fps=17.0, filename_prefix="x")
+
+
+def test_save_stays_inside_the_output_folder(nodes, clip):
+    with pytest.raises(InputError, match="outside the output folder"):
+        nodes["UniFormSaveAV"].run(frames=clip[0], fps=clip[1], filename_prefix="../escape")
+
+
+def test_example_clip_is_a_pure_function_of_its_seed(nodes, clip):
+    again = nodes["UniFormExampleClip"].run(seed=1, duration=SECONDS, size=SIZE, objects=1)
+    other = nodes["UniFormExampleClip"].run(seed=2, duration=SECONDS, size=SIZE, objects=1)
+    assert torch.equal(again[0], clip[0]) and torch.equal(again[2]["waveform"], clip[2]["waveform"])
+    assert not torch.equal(other[0], clip[0])
+    assert clip[0].shape == (VIDEO_FPS * SECONDS, SIZE, SIZE, 3) and clip[1] == VIDEO_FPS and isinstance(clip[3], str)
