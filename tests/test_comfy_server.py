@@ -24,6 +24,7 @@ import av
 import pytest
 
 from uniform_core import media
+from uniform_core.bundle import default_bundle_available, random_tiny_bundle, save_bundle
 from uniform_core.train.synthetic import SyntheticSpec, make_clip
 
 requests = pytest.importorskip("requests")
@@ -40,6 +41,7 @@ PACK_DIR = Path(__file__).resolve().parents[1]
 API_DIR = PACK_DIR / "workflows" / "api"
 API_FILES = sorted(API_DIR.glob("*.json"))
 LINK_NAME = "ComfyUI-UniForm"
+EMBEDDED_BUNDLE = "uniform-tiny (embedded)"
 START_TIMEOUT = 180  # s; a cold start takes 10-25 s, more on a busy machine
 RUN_TIMEOUT = 600  # s per prompt
 MEDIA_SECONDS = 2  # length of the uploaded test video
@@ -71,8 +73,14 @@ class Server:
         for d in dirs.values():
             d.mkdir()
         (dirs["custom_nodes"] / LINK_NAME).symlink_to(PACK_DIR, target_is_directory=True)
+        paths = {"custom_nodes": str(dirs["custom_nodes"])}
+        self.bundle = EMBEDDED_BUNDLE
+        if not default_bundle_available():  # until the embedded default is trained, run the graphs on random weights
+            save_bundle(random_tiny_bundle(0), root / "models" / "random-tiny")
+            paths["uniform"] = str(root / "models")
+            self.bundle = "random-tiny"
         config = root / "extra_model_paths.yaml"
-        config.write_text(json.dumps({"uniform_test": {"custom_nodes": str(dirs["custom_nodes"])}}))
+        config.write_text(json.dumps({"uniform_test": paths}))
         self.output_dir = dirs["output"]
         args = [COMFY_PYTHON, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(self.port)]
         args += ["--disable-auto-launch", "--database-url", "sqlite:///:memory:"]
@@ -182,9 +190,11 @@ def uploaded_video(server, tmp_path_factory) -> str:
     return server.upload(path)
 
 
-def load_prompt(path: Path, uploaded_video: str) -> dict:
+def load_prompt(server: Server, path: Path, uploaded_video: str) -> dict:
     prompt = json.loads(path.read_text())
     for node in prompt.values():
+        if node["class_type"] == "UniFormLoadBundle" and node["inputs"]["bundle"] == EMBEDDED_BUNDLE:
+            node["inputs"]["bundle"] = server.bundle
         if node["class_type"] == "LoadVideo":
             node["inputs"]["file"] = uploaded_video
         if node["class_type"] == "LoadAudio":
@@ -222,6 +232,15 @@ def test_pack_imports_and_every_node_is_served(server, pack):
         assert info[node_id]["output"] == list(cls.RETURN_TYPES)
 
 
+def test_the_workflows_run_on_the_embedded_default(server):
+    if server.bundle != EMBEDDED_BUNDLE:
+        pytest.skip("the embedded default uniform-tiny is not trained in this checkout; graphs ran on random weights")
+    assert (
+        EMBEDDED_BUNDLE
+        in server.get("/object_info/UniFormLoadBundle").json()["UniFormLoadBundle"]["input"]["required"]["bundle"][0]
+    )
+
+
 def test_native_node_definitions_used_by_the_workflow_checks_match_the_server(server):
     """test_workflows.py describes the native nodes by hand; this keeps that description true."""
     native = _load_test_module("test_workflows").NATIVE_NODES
@@ -242,7 +261,7 @@ def test_native_node_definitions_used_by_the_workflow_checks_match_the_server(se
 
 @pytest.mark.parametrize("path", API_FILES, ids=lambda p: p.stem)
 def test_api_workflow_runs_and_writes_playable_media(server, uploaded_video, path):
-    prompt = load_prompt(path, uploaded_video)
+    prompt = load_prompt(server, path, uploaded_video)
     entry = server.wait(server.queue(prompt))
     assert_success(entry)
     files = [f for out in entry["outputs"].values() for key in ("images", "audio") for f in out.get(key, [])]
@@ -260,7 +279,7 @@ def test_api_workflow_runs_and_writes_playable_media(server, uploaded_video, pat
 
 
 def test_interrupt_mid_sampling_then_the_next_prompt_runs(server, uploaded_video):
-    prompt = load_prompt(API_DIR / "uniform_t2av.json", uploaded_video)
+    prompt = load_prompt(server, API_DIR / "uniform_t2av.json", uploaded_video)
     assert_success(server.wait(server.queue(prompt)))  # caches the loaders and encoders
     sampler_id, sampler = node_of(prompt, "UniFormSampler")
     long_run = copy.deepcopy(prompt)
@@ -283,7 +302,7 @@ def test_interrupt_mid_sampling_then_the_next_prompt_runs(server, uploaded_video
 
 
 def test_a2v_without_audio_is_a_node_error_and_the_server_keeps_serving(server, uploaded_video):
-    prompt = load_prompt(API_DIR / "uniform_a2v.json", uploaded_video)
+    prompt = load_prompt(server, API_DIR / "uniform_a2v.json", uploaded_video)
     latent_id, latent = node_of(prompt, "UniFormTaskLatent")
     del latent["inputs"]["audio_latent"]
     entry = server.wait(server.queue(prompt))
@@ -293,7 +312,7 @@ def test_a2v_without_audio_is_a_node_error_and_the_server_keeps_serving(server, 
     assert error["exception_message"].startswith("UniForm Task Latent:")
     assert "audio_latent" in error["exception_message"]
     assert server.get("/system_stats").ok
-    assert_success(server.wait(server.queue(load_prompt(API_DIR / "uniform_a2v.json", uploaded_video))))
+    assert_success(server.wait(server.queue(load_prompt(server, API_DIR / "uniform_a2v.json", uploaded_video))))
 
 
 def test_outputs_stay_in_the_output_folder(server):
