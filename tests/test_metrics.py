@@ -314,3 +314,26 @@ def test_score_task_on_ground_truth_outputs_beats_the_shuffled_baseline():
     assert score_task("a2v", clips, frames=still).event_f1.mean == 0.0
     with pytest.raises(InputError, match="needs frames"):
         score_task("a2v", clips, waveforms=waves)
+
+
+def test_av_align_plot_marks_curves_and_matches():
+    pytest.importorskip("librosa")
+    pytest.importorskip("cv2")
+    from uniform_core.eval.av_align import av_align, plot_av_align
+
+    clip = make_clip(1)
+    result = av_align(clip.frames, FPS, clip.waveform, SR)
+    img = plot_av_align(result, width=400, height=200)
+    assert img.shape == (200, 400, 3) and 0.0 <= img.min() and img.max() <= 1.0
+    px = (img * 255).round().int()
+    orange = (px[..., 0] > 200) & (px[..., 1] > 110) & (px[..., 1] < 190) & (px[..., 2] < 90)
+    blue = (px[..., 2] > 200) & (px[..., 0] < 120)
+    assert orange[:100].sum() > 100 and blue[100:].sum() > 100  # envelope on top, motion below
+    assert result.matched
+    duration = len(result.onset_envelope) / result.envelope_rate
+    for a, _ in result.matched:
+        x = round(8 + (400 - 16) * a / duration)
+        column = px[:, max(0, x - 1) : x + 2]
+        assert ((column[..., 1] > 200) & (column[..., 0] < 120)).any()  # a green line through each match
+    with pytest.raises(InputError, match="plot size"):
+        plot_av_align(result, width=10)

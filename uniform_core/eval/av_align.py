@@ -219,3 +219,43 @@ def av_align_dataset(video_dir, wav_dir=None, size: str | None = None) -> AVAlig
             continue
         scores[mp4.stem] = av_align_files(mp4, wav, size).score
     return AVAlignDatasetResult(sum(scores.values()) / len(files), scores, missing, len(files))
+
+
+def plot_av_align(result: AVAlignResult, width: int = 640, height: int = 256) -> torch.Tensor:
+    """A picture of ``result`` as an IMAGE frame (H, W, 3) float in [0, 1]: the onset envelope (orange, top) and
+    the motion curve (blue, bottom) over time, each peak ticked, a green line through every matched audio peak."""
+    from PIL import Image, ImageDraw
+
+    if width < 64 or height < 64:
+        raise InputError(f"plot size must be at least 64 x 64 pixels; got {width} x {height}")
+    env, curve = np.asarray(result.onset_envelope, float), np.asarray(result.motion_curve, float)
+    duration = max(len(env) / result.envelope_rate, len(curve) / result.fps, 1e-3)
+    img = Image.new("RGB", (width, height), (24, 24, 28))
+    draw = ImageDraw.Draw(img)
+    left, right, top = 8, width - 8, 18
+    panel = (height - top - 8) // 2
+    panels = (
+        (top, env, result.envelope_rate, result.audio_peaks, (255, 150, 40)),
+        (top + panel, curve, result.fps, result.video_peaks, (80, 160, 255)),
+    )
+
+    def x_of(t: float) -> float:
+        return left + (right - left) * t / duration
+
+    for a, _ in result.matched:
+        draw.line((x_of(a), top + 2, x_of(a), top + 2 * panel - 2), fill=(90, 220, 110), width=1)
+    for y0, values, rate, peaks, colour in panels:
+        draw.rectangle((left, y0 + 2, right, y0 + panel - 2), outline=(60, 60, 66))
+        scale = values.max() if len(values) and values.max() > 0 else 1.0
+        pts = [(x_of(i / rate), y0 + panel - 4 - (panel - 8) * v / scale) for i, v in enumerate(values)]
+        if len(pts) > 1:
+            draw.line(pts, fill=colour, width=2)
+        for t in peaks:
+            draw.line((x_of(t), y0 + 4, x_of(t), y0 + 12), fill=colour, width=2)
+    draw.text(
+        (left, 3),
+        f"AV-align {result.score:.3f}  audio peaks {len(result.audio_peaks)}  video peaks "
+        f"{len(result.video_peaks)}  matched {len(result.matched)}  ({duration:.2f} s)",
+        fill=(230, 230, 230),
+    )
+    return torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0)
