@@ -168,9 +168,11 @@ def check_interrupted() -> None:
 
 def cancel_check():
     """``cancel() -> bool`` for the library's loops; ComfyUI's Cancel raises from inside it (see above)."""
+    mm = _comfy("comfy.model_management")
 
     def cancel() -> bool:
-        check_interrupted()
+        if mm is not None:
+            mm.throw_exception_if_processing_interrupted()
         return False
 
     return cancel

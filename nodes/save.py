@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import torch
+
 from uniform_core import media
 from uniform_core.errors import InputError
 from uniform_core.tasks import VIDEO_FPS
@@ -45,18 +47,30 @@ class UniFormSaveAV(UniFormNode):
         }
 
     def execute(self, frames, fps, filename_prefix, audio=None):
-        if frames.dim() != 4 or frames.shape[-1] != 3:
-            raise InputError(f"frames must be IMAGE frames (T, H, W, 3); got shape {tuple(frames.shape)}")
-        waveforms = [None] if audio is None else [w[None] for w in audio["waveform"]]  # one MP4 per batch item
+        if not isinstance(frames, torch.Tensor) or frames.dim() != 4 or frames.shape[-1] != 3:
+            raise InputError(f"frames must be IMAGE frames (T, H, W, 3); got {_describe(frames)}")
+        clips = _clips(audio)
         saved = []
-        for waveform in waveforms:
-            clip = None if waveform is None else media.from_comfy_audio({**audio, "waveform": waveform})
+        for clip in clips:
             out = host.next_output_file(filename_prefix, "mp4", frames.shape[2], frames.shape[1])
             media.write_mp4(out.path, frames.cpu(), fps, clip)
             saved.append({"filename": out.filename, "subfolder": out.subfolder, "type": "output"})
-        first = None if audio is None else {**audio, "waveform": waveforms[0]}
-        video = host.make_video(frames.cpu(), fps, first)
+        video = host.make_video(frames.cpu(), fps, None if clips[0] is None else media.to_comfy_audio(clips[0]))
         return {"ui": {"images": saved, "animated": (True,)}, "result": (video,)}
+
+
+def _clips(audio) -> list[media.AudioClip | None]:
+    """One clip per batch item of an AUDIO value (ComfyUI stacks clips along the first axis); [None] for none."""
+    if audio is None:
+        return [None]
+    waveform = audio.get("waveform") if isinstance(audio, dict) else None
+    if not isinstance(waveform, torch.Tensor) or waveform.dim() != 3:
+        raise InputError(f"audio must be AUDIO with a (batch, channels, samples) waveform; got {_describe(waveform)}")
+    return [media.from_comfy_audio({**audio, "waveform": w[None]}) for w in waveform]
+
+
+def _describe(x) -> str:
+    return f"shape {tuple(x.shape)}" if isinstance(x, torch.Tensor) else type(x).__name__
 
 
 NODES = [UniFormSaveAV]

@@ -232,6 +232,11 @@ def test_pack_imports_and_every_node_is_served(server, pack):
         assert info[node_id]["output"] == list(cls.RETURN_TYPES)
 
 
+def test_the_workflows_are_offered_as_templates(server):
+    templates = server.get("/workflow_templates").json()
+    assert sorted(templates.get(LINK_NAME, [])) == sorted(p.stem for p in API_FILES)
+
+
 def test_the_workflows_run_on_the_embedded_default(server):
     if server.bundle != EMBEDDED_BUNDLE:
         pytest.skip("the embedded default uniform-tiny is not trained in this checkout; graphs ran on random weights")

@@ -280,9 +280,15 @@ def test_save_writes_counted_mp4s_with_both_streams(nodes, clip, tmp_path):
     assert torch.equal(video.get_components().images, frames)
 
 
-def test_save_refuses_frames_that_are_no_image_batch(nodes):
-    with pytest.raises(InputError, match=r"^UniForm Save Video \+ Audio: frames"):
-        nodes["UniFormSaveAV"].run(frames=torch.zeros(3, 64, 64), fps=17.0, filename_prefix="x")
+@pytest.mark.parametrize(
+    "bad, name",
+    [({"frames": torch.zeros(3, 64, 64)}, "frames"), ({"audio": {"waveform": torch.zeros(16000)}}, "audio")],
+)
+def test_save_names_a_bad_input(nodes, clip, bad, name, tmp_path):
+    inputs = {"frames": clip[0], "fps": clip[1], "filename_prefix": "x", **bad}
+    with pytest.raises(InputError, match=rf"^UniForm Save Video \+ Audio: {name}"):
+        nodes["UniFormSaveAV"].run(**inputs)
+    assert not (tmp_path / "output").exists() or not any((tmp_path / "output").iterdir())
 
 
 def test_save_stays_inside_the_output_folder(nodes, clip):
