@@ -323,3 +323,47 @@ def test_model_fn_bad_inputs():
     model_fn = make_model_fn(dit, latent, torch.randn(3, 3, 6), None, None, None, 5.0)
     with pytest.raises(InputError, match="batch size"):
         model_fn(latent.pack(), torch.tensor([1, 1]))
+
+
+def test_model_fn_and_sampling_with_the_tiny_uniform_dit():
+    from uniform_core.model.uniform_dit import UniFormDiT
+
+    torch.manual_seed(0)
+    dit = UniFormDiT.from_preset("tiny").eval()
+    g = torch.Generator().manual_seed(0)
+    latent = TaskLatent(
+        "a2v",
+        video=torch.zeros(2, 4, 5, 4, 4),
+        audio=torch.randn(2, 8, 25, 16, generator=g),
+        fps=17,
+        num_frames=17,
+        sample_rate=16000,
+        duration=1.0,
+        height=32,
+        width=32,
+    )
+    y = torch.randn(2, 5, dit.config.caption_channels, generator=g)
+    mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]])
+    batches = []
+    dit.register_forward_hook(lambda module, args, out: batches.append(args[0].shape[0]))
+    model_fn = make_model_fn(dit, latent, y, mask, None, None, cfg_scale=5.0)
+
+    with torch.no_grad():
+        x = latent.pack() + torch.randn(latent.pack().shape, generator=g)
+        t = torch.tensor([500, 500])
+        eps, var = model_fn(x, t)
+        assert batches == [4]
+        video, audio = unpack(x, latent.video.shape, latent.audio.shape)
+        task, fps = torch.tensor([1, 1]), torch.tensor([17.0, 17.0])
+        cond = dit(video, audio, t.float(), y, mask, task, fps, height=32, width=32)
+        uncond = dit(video, audio, t.float(), dit.null_caption(2, 5), mask, task, fps, height=32, width=32)
+    eps_c, eps_u = pack(cond[0][:, :4], cond[1][:, :8]), pack(uncond[0][:, :4], uncond[1][:, :8])
+    assert torch.allclose(eps, eps_u + 5.0 * (eps_c - eps_u), atol=1e-4)
+    assert torch.allclose(var, pack(cond[0][:, 4:], cond[1][:, 8:]), atol=1e-5)
+
+    batches.clear()
+    gens = [torch.Generator().manual_seed(i) for i in range(2)]
+    noise = torch.stack([torch.randn(x.shape[1], generator=gen) for gen in gens])
+    out = sample(model_fn, noise, latent.pack(), latent.keep_mask(), "iddpm", 3, gens)
+    assert batches == [4, 4, 4] and bool(torch.isfinite(out).all())
+    assert torch.equal(unpack(out, latent.video.shape, latent.audio.shape)[1], latent.audio)
