@@ -25,9 +25,8 @@ def _pad_caption(y: torch.Tensor, mask: torch.Tensor | None, length: int, mask_d
     if mask is None:
         mask = torch.ones(y.shape[:2], dtype=mask_dtype, device=y.device)
     pad = length - y.shape[1]
-    return torch.cat([y, y.new_zeros(y.shape[0], pad, y.shape[2])], 1), torch.cat(
-        [mask, mask.new_zeros(mask.shape[0], pad)], 1
-    )
+    y = torch.cat([y, y.new_zeros(y.shape[0], pad, y.shape[2])], dim=1)
+    return y, torch.cat([mask, mask.new_zeros(mask.shape[0], pad)], dim=1)
 
 
 def _expand_batch(name: str, value: torch.Tensor | None, batch: int) -> torch.Tensor | None:
