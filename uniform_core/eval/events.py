@@ -19,7 +19,7 @@ from ..train.synthetic import COLOURS
 
 ONSET_WINDOW_S = 0.016
 ONSET_HOP_S = 0.004
-ONSET_LAG_FRAMES = 2  # energy rise measured over 8 ms
+ONSET_LOOKBACK_S = 0.05  # energy rise measured against the quietest frame of the last 50 ms
 ONSET_MIN_RISE_DB = 9.0  # a new event at least this much louder than just before it
 ONSET_FLOOR_DB = 35.0  # and no more than this below the loudest frame of the clip
 MIN_EVENT_SPACING_S = 0.1
@@ -117,35 +117,47 @@ def _frame_energy_db(w: np.ndarray, sample_rate: int) -> tuple[np.ndarray, int, 
 def audio_onsets(waveform, sample_rate: int) -> list[float]:
     """Onset times (s) of the impact sounds in ``waveform`` ((N,) or (C, N), any scale).
 
-    Energy flux: the rise of the frame energy (dB, 16 ms windows every 4 ms) over 8 ms. An onset is a local
-    maximum of the rise of at least ONSET_MIN_RISE_DB, on a frame no more than ONSET_FLOOR_DB below the clip's
-    loudest, and onsets are at least 0.1 s apart. The time is where the rising window first covers the sound.
+    Energy flux against a running floor: the frame energy (dB, 16 ms windows every 4 ms) minus its minimum over
+    the previous 50 ms. An event is a local maximum of that rise of at least ONSET_MIN_RISE_DB, on a frame no more
+    than ONSET_FLOOR_DB below the clip's loudest, events at least 0.1 s apart. Its onset is the first frame whose
+    energy is half-way (in dB) from the floor to the peak: the time the window's leading edge reaches the sound.
+    The 50 ms look-back keeps smeared onsets (a vocoder's, a Griffin-Lim reconstruction's) detectable.
     """
     w = _mono(waveform)
     if sample_rate <= 0:
         raise InputError(f"sample_rate must be positive; got {sample_rate!r}")
     energy, win, hop = _frame_energy_db(w, sample_rate)
-    lag = ONSET_LAG_FRAMES
-    rise = np.zeros_like(energy)
-    rise[lag:] = energy[lag:] - energy[:-lag]
+    back = max(1, int(round(ONSET_LOOKBACK_S * sample_rate / hop)))
+    padded = np.concatenate([np.full(back, energy[0]), energy])
+    floor = np.lib.stride_tricks.sliding_window_view(padded, back)[: len(energy)].min(1)
+    rise = energy - floor
     rise[energy < energy.max() - ONSET_FLOOR_DB] = 0.0
-    peaks = _peaks(rise, ONSET_MIN_RISE_DB, max(1, int(MIN_EVENT_SPACING_S * sample_rate / hop)))
-    # The rise peaks about when the window's leading edge has moved `lag` hops into the sound.
-    return [max(0.0, (k * hop + win - lag * hop) / sample_rate) for k in peaks]
+    onsets = []
+    for k in _peaks(rise, ONSET_MIN_RISE_DB, max(1, int(MIN_EVENT_SPACING_S * sample_rate / hop))):
+        lo = max(0, k - back)
+        j = lo + int(np.argmax(energy[lo : k + 1] >= floor[k] + rise[k] / 2))
+        onsets.append(max(0.0, (j * hop + win - hop / 2) / sample_rate))
+    return onsets
 
 
-def _foreground(f: np.ndarray) -> np.ndarray:
-    """Per-pixel foreground weight (T, H, W): distance from the row's median colour (the backdrop and floor are
-    horizontal bands, and an object covers less than half a row)."""
-    background = np.median(f, axis=2, keepdims=True)
-    dist = np.linalg.norm(f - background, axis=-1)
-    return np.where(dist > FOREGROUND_DISTANCE, dist, 0.0)
+def _objects(f: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-pixel object coverage (T, H, W) in [0, 1] and vocabulary-colour index (T, H, W).
 
-
-def _colour_labels(f: np.ndarray) -> np.ndarray:
-    """Index of the nearest vocabulary colour for every pixel (T, H, W)."""
-    palette = np.asarray(list(COLOURS.values()))
-    return np.linalg.norm(f[..., None, :] - palette, axis=-1).argmin(-1)
+    The background is the row's median colour (backdrop and floor are horizontal bands, and an object covers less
+    than half a row). A pixel at least FOREGROUND_DISTANCE from it is explained as a mix ``a * colour + (1 - a) *
+    background`` of the palette colour it lies closest to; ``a`` is its coverage. Unmixing keeps blurred or
+    anti-aliased edges (a yellow half-pixel over a dark floor looks olive) with their object's colour.
+    """
+    f = f.astype(np.float32)
+    palette = np.asarray(list(COLOURS.values()), dtype=np.float32)  # (P, 3)
+    background = np.median(f, axis=2, keepdims=True)  # (T, H, 1, 3)
+    d = f - background  # (T, H, W, 3)
+    e = palette - background[..., None, :]  # (T, H, 1, P, 3)
+    a = np.clip((d[..., None, :] * e).sum(-1) / np.maximum((e * e).sum(-1), 1e-6), 0.0, 1.0)  # (T, H, W, P)
+    residual = np.linalg.norm(d[..., None, :] - a[..., None] * e, axis=-1)
+    labels = residual.argmin(-1)
+    cover = np.take_along_axis(a, labels[..., None], -1)[..., 0]
+    return np.where(np.linalg.norm(d, axis=-1) > FOREGROUND_DISTANCE, cover, 0.0), labels
 
 
 def _impact_times(y: np.ndarray, fps: float, min_drop: float) -> list[float]:
@@ -177,8 +189,7 @@ def visual_impacts(frames, fps: float, min_drop_px: float = 1.0) -> list[float]:
     f = _frames(frames)
     if fps <= 0:
         raise InputError(f"fps must be positive; got {fps!r}")
-    weight = _foreground(f)
-    labels = _colour_labels(f)
+    weight, labels = _objects(f)
     rows = np.arange(f.shape[1], dtype=np.float64)[None, :, None]
     total = weight.sum()
     times: list[float] = []
@@ -205,8 +216,7 @@ def visual_impacts(frames, fps: float, min_drop_px: float = 1.0) -> list[float]:
 
 def _colour_shares(frames) -> dict[str, float]:
     f = _frames(frames)
-    weight = _foreground(f)
-    labels = _colour_labels(f)
+    weight, labels = _objects(f)
     total = weight.sum()
     if total == 0:
         return {}
