@@ -4,9 +4,18 @@ from . import host
 
 host.register_model_folder()  # before any node lists models/uniform
 
-from . import decode, encode, examples, latent, loaders, sample, save  # noqa: E402
+from . import decode, encode, evaluate, examples, latent, loaders, sample, save  # noqa: E402
 
-_NODES = [*loaders.NODES, *encode.NODES, *latent.NODES, *sample.NODES, *decode.NODES, *save.NODES, *examples.NODES]
+_NODES = [
+    *loaders.NODES,
+    *encode.NODES,
+    *latent.NODES,
+    *sample.NODES,
+    *decode.NODES,
+    *save.NODES,
+    *evaluate.NODES,
+    *examples.NODES,
+]
 
 NODE_CLASS_MAPPINGS: dict[str, type] = {cls.__name__: cls for cls in _NODES}
 NODE_DISPLAY_NAME_MAPPINGS: dict[str, str] = {cls.__name__: cls.DISPLAY_NAME for cls in _NODES}

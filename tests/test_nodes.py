@@ -302,3 +302,12 @@ def test_example_clip_is_a_pure_function_of_its_seed(nodes, clip):
     assert torch.equal(again[0], clip[0]) and torch.equal(again[2]["waveform"], clip[2]["waveform"])
     assert not torch.equal(other[0], clip[0])
     assert clip[0].shape == (VIDEO_FPS * SECONDS, SIZE, SIZE, 3) and clip[1] == VIDEO_FPS and isinstance(clip[3], str)
+
+
+def test_av_sync_scores_aligned_above_shifted_sound(nodes):
+    frames, fps, audio, _ = nodes["UniFormExampleClip"].run(seed=4, duration=4, size=SIZE, objects=1)
+    shifted = {**audio, "waveform": torch.roll(audio["waveform"], SAMPLE_RATE // 3, dims=-1)}
+    aligned, plot = nodes["UniFormAVSync"].run(frames=frames, fps=fps, audio=audio)
+    off, _ = nodes["UniFormAVSync"].run(frames=frames, fps=fps, audio=shifted)
+    assert 0 <= off < aligned <= 1
+    assert plot.dim() == 4 and plot.shape[0] == 1 and plot.shape[-1] == 3
