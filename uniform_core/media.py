@@ -553,10 +553,12 @@ def write_mp4(
     fps: float,
     audio: AudioClip | None = None,
     crf: int = 18,
+    metadata: dict[str, str] | None = None,
 ) -> Path:
     """Write frames (T, H, W, 3) float in [0, 1] or uint8 at ``fps`` as H.264 (yuv420p) MP4, with ``audio`` as
     AAC trimmed or padded to exactly T / fps seconds. H and W must be even (yuv420p). The file appears at
-    ``path`` only when complete. Returns the path."""
+    ``path`` only when complete. ``metadata``: container tags (ComfyUI stores its prompt and workflow JSON this
+    way, so dropping the file on the canvas restores the graph). Returns the path."""
     frames = _check_frames(frames, "frames").detach().cpu()
     fps = _check_fps(fps, "fps")
     if isinstance(crf, bool) or not isinstance(crf, int) or not 0 <= crf <= 51:
@@ -576,7 +578,7 @@ def write_mp4(
     fd, tmp = tempfile.mkstemp(suffix=".mp4", prefix=f".{path.stem}-", dir=path.parent)
     os.close(fd)
     try:
-        _mux(tmp, frames, fps, samples, crf)
+        _mux(tmp, frames, fps, samples, crf, metadata or {})
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -605,9 +607,11 @@ def _mp4_audio(audio: AudioClip, seconds: float) -> tuple[np.ndarray, int]:
     return waveform.clamp(-1, 1).contiguous().numpy(), rate
 
 
-def _mux(path: str, frames: torch.Tensor, fps: float, audio: tuple[np.ndarray, int] | None, crf: int):
+def _mux(path: str, frames: torch.Tensor, fps: float, audio: tuple[np.ndarray, int] | None, crf: int, metadata: dict):
     rate = Fraction(fps).limit_denominator(1001)
-    with av.open(path, "w", format="mp4", options={"movflags": "+faststart"}) as c:
+    # use_metadata_tags keeps custom keys (the MP4 muxer otherwise drops all but a few standard ones)
+    with av.open(path, "w", format="mp4", options={"movflags": "+faststart+use_metadata_tags"}) as c:
+        c.metadata.update(metadata)
         v = c.add_stream("libx264", rate=rate, options={"crf": str(crf)})
         v.width, v.height, v.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
         a = None
