@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import json
 import logging
 import os
 import re
@@ -138,6 +139,18 @@ def next_output_file(prefix: str, extension: str, width: int = 0, height: int = 
     os.makedirs(folder, exist_ok=True)
     filename = f"{name}_{counter:05}_.{extension}"
     return OutputFile(os.path.join(folder, filename), filename, subfolder)
+
+
+def file_metadata(prompt: dict | None, extra_pnginfo: dict | None) -> dict[str, str]:
+    """ComfyUI's prompt and workflow as JSON tags for a saved file, as its own save nodes write them (so dropping
+    the file on the canvas restores the graph); none with ``--disable-metadata``."""
+    cli_args = _comfy("comfy.cli_args")
+    if cli_args is not None and cli_args.args.disable_metadata:
+        return {}
+    tags = {key: json.dumps(value) for key, value in (extra_pnginfo or {}).items()}
+    if prompt is not None:
+        tags["prompt"] = json.dumps(prompt)
+    return tags
 
 
 # ---- progress and interruption ----------------------------------------------------------------------------

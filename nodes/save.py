@@ -44,16 +44,18 @@ class UniFormSaveAV(UniFormNode):
                 ),
             },
             "optional": {"audio": ("AUDIO", {"tooltip": "Sound to mux, e.g. from UniForm Audio Decode."})},
+            "hidden": {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"},
         }
 
-    def execute(self, frames, fps, filename_prefix, audio=None):
+    def execute(self, frames, fps, filename_prefix, audio=None, prompt=None, extra_pnginfo=None):
         if not isinstance(frames, torch.Tensor) or frames.dim() != 4 or frames.shape[-1] != 3:
             raise InputError(f"frames must be IMAGE frames (T, H, W, 3); got {_describe(frames)}")
         clips = _clips(audio)
+        metadata = host.file_metadata(prompt, extra_pnginfo)
         saved = []
         for clip in clips:
             out = host.next_output_file(filename_prefix, "mp4", frames.shape[2], frames.shape[1])
-            media.write_mp4(out.path, frames.cpu(), fps, clip)
+            media.write_mp4(out.path, frames.cpu(), fps, clip, metadata=metadata)
             saved.append({"filename": out.filename, "subfolder": out.subfolder, "type": "output"})
         video = host.make_video(frames.cpu(), fps, None if clips[0] is None else media.to_comfy_audio(clips[0]))
         return {"ui": {"images": saved, "animated": (True,)}, "result": (video,)}

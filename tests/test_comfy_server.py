@@ -132,8 +132,12 @@ class Server:
         r.raise_for_status()
         return r.json()["name"]
 
-    def queue(self, prompt: dict) -> str:
-        r = requests.post(f"{self.url}/prompt", json={"prompt": prompt}, timeout=30)
+    def queue(self, prompt: dict, workflow: dict | None = None) -> str:
+        """Queue an API-format ``prompt``; ``workflow`` (UI format) is embedded in the outputs, as the UI does."""
+        body = {"prompt": prompt}
+        if workflow is not None:
+            body["extra_data"] = {"extra_pnginfo": {"workflow": workflow}}
+        r = requests.post(f"{self.url}/prompt", json=body, timeout=30)
         assert r.status_code == 200, f"prompt rejected ({r.status_code}): {r.text[:2000]}"
         body = r.json()
         assert not body.get("node_errors"), f"prompt partly invalid: {body['node_errors']}"
@@ -267,7 +271,8 @@ def test_native_node_definitions_used_by_the_workflow_checks_match_the_server(se
 @pytest.mark.parametrize("path", API_FILES, ids=lambda p: p.stem)
 def test_api_workflow_runs_and_writes_playable_media(server, uploaded_video, path):
     prompt = load_prompt(server, path, uploaded_video)
-    entry = server.wait(server.queue(prompt))
+    workflow = json.loads((API_DIR.parent / path.name).read_text())
+    entry = server.wait(server.queue(prompt, workflow))
     assert_success(entry)
     files = [f for out in entry["outputs"].values() for key in ("images", "audio") for f in out.get(key, [])]
     assert files, f"{path.name} produced no output files"
@@ -279,8 +284,12 @@ def test_api_workflow_runs_and_writes_playable_media(server, uploaded_video, pat
             v, a = c.streams.video[0], c.streams.audio[0]
             v_seconds = float(v.duration * v.time_base) if v.duration else v.frames / float(v.average_rate)
             a_seconds = float(a.duration * a.time_base)
+            embedded = json.loads(c.metadata.get("workflow", "null"))
         assert abs(v_seconds - seconds) < 0.1, f"{f['filename']}: video lasts {v_seconds:.3f} s, expected {seconds}"
         assert abs(a_seconds - seconds) < 0.1, f"{f['filename']}: audio lasts {a_seconds:.3f} s, expected {seconds}"
+        assert embedded == workflow, (
+            f"{f['filename']}: the workflow is not embedded (dropping the file would not restore it)"
+        )
 
 
 def test_interrupt_mid_sampling_then_the_next_prompt_runs(server, uploaded_video):

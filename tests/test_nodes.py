@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import types
 
@@ -77,8 +78,8 @@ def test_every_node_is_a_well_formed_v1_node(pack):
         assert cls.CATEGORY.startswith("UniForm/") and callable(getattr(cls, cls.FUNCTION))
         assert len(getattr(cls, "RETURN_NAMES", cls.RETURN_TYPES)) == len(cls.RETURN_TYPES)
         spec = cls.INPUT_TYPES()
-        assert set(spec) <= {"required", "optional"}
-        for section in spec.values():
+        assert set(spec) <= {"required", "optional", "hidden"}
+        for section in (spec.get("required", {}), spec.get("optional", {})):
             for name, (kind, *options) in section.items():
                 assert options and options[0].get("tooltip"), f"{node_id}.{name} has no tooltip"
                 assert isinstance(kind, (str, list)), f"{node_id}.{name}: combos must be lists for ComfyUI"
@@ -266,7 +267,8 @@ def test_decoders_return_one_item_per_batch_item(nodes, parts):
 def test_save_writes_counted_mp4s_with_both_streams(nodes, clip, tmp_path):
     frames, fps, audio, _ = clip
     batch = {"waveform": torch.cat([audio["waveform"], audio["waveform"] * 0.5]), "sample_rate": audio["sample_rate"]}
-    first = nodes["UniFormSaveAV"].run(frames=frames, fps=fps, filename_prefix="UniForm/test", audio=batch)
+    graph = {"prompt": {"1": {"class_type": "UniFormSaveAV"}}, "extra_pnginfo": {"workflow": {"nodes": [1]}}}
+    first = nodes["UniFormSaveAV"].run(frames=frames, fps=fps, filename_prefix="UniForm/test", audio=batch, **graph)
     second = nodes["UniFormSaveAV"].run(frames=frames, fps=fps, filename_prefix="UniForm/test", audio=audio)
     names = [f["filename"] for r in (first, second) for f in r["ui"]["images"]]
     assert names == ["test_00001_.mp4", "test_00002_.mp4", "test_00003_.mp4"]
@@ -276,6 +278,8 @@ def test_save_writes_counted_mp4s_with_both_streams(nodes, clip, tmp_path):
         assert (v.width, v.height) == (SIZE, SIZE)
         assert abs(float(a.duration * a.time_base) - SECONDS) < 0.05
         assert abs(v.frames / float(v.average_rate) - SECONDS) < 0.05
+        assert json.loads(c.metadata["workflow"]) == graph["extra_pnginfo"]["workflow"]  # drop it on the canvas
+        assert json.loads(c.metadata["prompt"]) == graph["prompt"]
     (video,) = first["result"]
     assert torch.equal(video.get_components().images, frames)
 
