@@ -268,6 +268,9 @@ def make_video(frames: torch.Tensor, fps: float, audio: dict | None = None):
     latest = _comfy("comfy_api.latest")
     if latest is not None:
         return latest.InputImpl.VideoFromComponents(latest.Types.VideoComponents(**components))
+    impl, util = _comfy("comfy_api.input_impl"), _comfy("comfy_api.util")  # ComfyUI 0.3.31 to 0.3.47
+    if impl is not None and util is not None:
+        return impl.VideoFromComponents(util.VideoComponents(**components))
     return _PlainVideo(SimpleNamespace(metadata=None, **components))
 
 
