@@ -14,7 +14,8 @@ class UniFormAVSync(UniFormNode):
     CATEGORY = "UniForm/evaluate"
     DESCRIPTION = (
         "AV-align score (Seeing & Hearing): the share of sound onsets that fall on a peak of motion, 0..1, plus a "
-        "plot of both curves with the matched peaks. Needs librosa and OpenCV (pip install uniform-av[eval])."
+        "plot of both curves with the matched peaks. Needs librosa and OpenCV in ComfyUI's Python "
+        "(pip install librosa opencv-python-headless)."
     )
     RETURN_TYPES = ("FLOAT", "IMAGE")
     RETURN_NAMES = ("score", "plot")
