@@ -344,3 +344,48 @@ def test_av_align_plot_marks_curves_and_matches():
         assert ((column[..., 1] > 200) & (column[..., 0] < 120)).any()  # a green line through each match
     with pytest.raises(InputError, match="plot size"):
         plot_av_align(result, width=10)
+
+
+def _reference_audioset_mel_matrix():
+    """AudioSet mel_features.spectrogram_to_mel_matrix(64, 257, 16000, 125, 7500), restated band by band."""
+
+    def mel(hz):
+        return 1127.0 * np.log(1.0 + hz / 700.0)
+
+    bins = mel(np.linspace(0.0, 8000.0, 257))
+    edges = np.linspace(mel(125.0), mel(7500.0), 66)
+    out = np.empty((257, 64))
+    for i in range(64):
+        lo, c, hi = edges[i : i + 3]
+        out[:, i] = np.maximum(0.0, np.minimum((bins - lo) / (c - lo), (hi - bins) / (hi - c)))
+    out[0, :] = 0.0
+    return out
+
+
+def test_vggish_front_end_and_loading(tmp_path):
+    from uniform_core.errors import CheckpointError
+    from uniform_core.eval.frechet import frechet_distance, load_feature_extractor
+    from uniform_core.eval.vggish import VGGish, log_mel_examples, mel_matrix
+
+    np.testing.assert_allclose(mel_matrix().numpy(), _reference_audioset_mel_matrix(), atol=1e-10)
+    wave = make_clip(0).waveform
+    examples = log_mel_examples(wave)
+    assert examples.shape == (2, 1, 96, 64)  # 2 s -> two whole 0.96 s examples
+    # First frame: periodic Hann, 512-point FFT magnitude, mel, log(+0.01).
+    frame = wave[:400].double().numpy() * (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(400) / 400))
+    first = np.log(np.abs(np.fft.rfft(frame, 512)) @ _reference_audioset_mel_matrix() + 0.01)
+    np.testing.assert_allclose(examples[0, 0, 0].numpy(), first, rtol=1e-5, atol=1e-5)
+
+    torch.manual_seed(0)
+    model = VGGish()
+    path = tmp_path / "vggish-10086976.pth"
+    torch.save({k: v.half() for k, v in model.state_dict().items()}, path)  # torchvggish's keys; half to save disk
+    loaded = load_feature_extractor("vggish", path)
+    batch = torch.stack([make_clip(s).waveform for s in (0, 1, 2)])
+    feats = loaded(batch)
+    assert feats.shape == (6, 128) and torch.isfinite(feats).all()
+    assert frechet_distance(feats, loaded(batch.flip(-1) * 0.1)) > frechet_distance(feats, loaded(batch))
+    bad = tmp_path / "other.pth"
+    torch.save({"features.0.weight": torch.zeros(64, 1, 3, 3)}, bad)
+    with pytest.raises(CheckpointError, match="missing keys"):
+        load_feature_extractor("vggish", bad)

@@ -14,7 +14,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 import torch
 
-from ..errors import CheckpointError, InputError
+from ..errors import CheckpointError, InputError, UniFormError
 
 
 def _features(x, name: str) -> np.ndarray:
@@ -71,13 +71,14 @@ def kernel_distance(feats_a, feats_b, degree: int = 3, gamma: float | None = Non
 
 @runtime_checkable
 class FeatureExtractor(Protocol):
-    """Maps a batch of clips to one feature vector each. Audio extractors take waveforms (B, N) float at
-    ``sample_rate``; video extractors take frames (B, T, H, W, 3) float in [0, 1]."""
+    """Maps a batch of clips to feature rows (K, dim): one per clip (I3D) or one per fixed-length example, pooled
+    over clips (VGGish: K = B x whole 0.96 s examples, as FAD does). Audio extractors take waveforms (B, N) float
+    at their ``sample_rate``; video extractors take frames (B, T, H, W, 3) float in [0, 1]."""
 
     name: str
     dim: int
 
-    def __call__(self, batch: torch.Tensor) -> torch.Tensor:  # (B, ...) -> (B, dim)
+    def __call__(self, batch: torch.Tensor) -> torch.Tensor:  # (B, ...) -> (K, dim)
         ...
 
 
@@ -112,7 +113,9 @@ WEIGHTS = {
 def load_feature_extractor(kind: str, weights_path=None) -> FeatureExtractor:
     """The ``kind`` ("vggish", "panns" or "i3d") feature network with the weights at ``weights_path``.
 
-    Raises CheckpointError naming the file and where to get it when the path is not given or does not exist.
+    Raises CheckpointError naming the file and where to get it when the path is not given or does not exist, or
+    when the file does not fit. VGGish is built in (:mod:`uniform_core.eval.vggish`); PANNs and I3D are not yet, so
+    for them bring your own :class:`FeatureExtractor`.
     """
     if kind not in WEIGHTS:
         raise InputError(f"feature extractor kind must be one of {', '.join(WEIGHTS)}; got {kind!r}")
@@ -125,8 +128,15 @@ def load_feature_extractor(kind: str, weights_path=None) -> FeatureExtractor:
     path = Path(weights_path).expanduser()
     if not path.is_file():
         raise CheckpointError(f"{kind} weights file {str(path)!r} does not exist; expected {w.file} from {w.source}")
-    raise CheckpointError(
+    if kind == "vggish":
+        from ..checkpoint import load_matching, load_state_dict_file
+        from .vggish import VGGish
+
+        model = VGGish()
+        load_matching(model, load_state_dict_file(path), f"VGGish weights {str(path)!r}")
+        return model.eval()
+    raise UniFormError(
         f"the {kind} network is not built into uniform-av yet; compute features with your own extractor (any "
-        f"callable with `name`, `dim` and `__call__(batch) -> (B, dim)`) and pass them to frechet_distance / "
+        f"callable with `name`, `dim` and `__call__(batch) -> (K, dim)`) and pass them to frechet_distance / "
         f"kernel_distance"
     )
