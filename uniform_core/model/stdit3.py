@@ -232,6 +232,17 @@ def default_conditions(batch: int, latent_h: int, latent_w: int, fps, height, wi
     return fps, height, width
 
 
+def drop_padding_tail(y: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cut y (B, L, C) and mask (B', L) after the last token that any sample uses: the same output, but a 300-token
+    Open-Sora caption with 20 real tokens costs 20 tokens in the text projection and cross-attention, as Open-Sora's
+    packed tokens do. Reads the mask on the host once (so does Open-Sora); the UniForm sampler never needs it."""
+    used = (mask != 0).any(0).nonzero()
+    if used.numel() == 0:
+        return y, mask
+    length = int(used[-1]) + 1
+    return y[:, :length], mask[:, :length]
+
+
 class STDiT3(STDiT3Backbone):
     """Open-Sora 1.2 STDiT3 video DiT; same state-dict keys and outputs as the reference."""
 
@@ -263,6 +274,8 @@ class STDiT3(STDiT3Backbone):
         if self.training and self.config.class_dropout_prob > 0:
             drop = torch.rand(B, device=y.device) < self.config.class_dropout_prob
             y = torch.where(drop[:, None, None], self.y_embedder.null(B, y.shape[1]).to(y), y)
+        if mask is not None:
+            y, mask = drop_padding_tail(y, mask)
         y, y_mask = self.embed_text(y, mask)
 
         tokens = self.x_embedder(x.to(self.dtype)) + self.video_pos_embed(rows, cols, height, width)
