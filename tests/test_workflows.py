@@ -53,6 +53,9 @@ NATIVE_NODES = {
     "PreviewAudio": {"required": {"audio": ("AUDIO", {})}, "outputs": [], "trailing": [UPLOAD]},
 }
 
+# Frontend-only nodes: notes shown on the canvas, never sent to the server.
+FRONTEND_NODES = {name: {"required": {"text": ("STRING", {})}, "outputs": []} for name in ("Note", "MarkdownNote")}
+
 
 class Spec:
     """Inputs (name -> (type, options, required)), output types and the positional widget layout of a node."""
@@ -94,7 +97,7 @@ class Specs:
 
 @pytest.fixture(scope="module")
 def spec_of(pack) -> Specs:
-    return Specs(pack.NODE_CLASS_MAPPINGS, NATIVE_NODES)
+    return Specs(pack.NODE_CLASS_MAPPINGS, {**NATIVE_NODES, **FRONTEND_NODES})
 
 
 def check_value(where: str, name: str, kind, options: dict, value) -> None:
@@ -160,7 +163,7 @@ def test_ui_workflow_matches_node_definitions(path, spec_of):
             assert slot["name"] in spec.inputs, f"{where}: no input named {slot['name']!r}"
             kind, _, _ = spec.inputs[slot["name"]]
             if is_widget(kind):
-                assert slot.get("widget", {}).get("name") == slot["name"], f"{where}: widget input {slot['name']} "
+                assert slot.get("widget", {}).get("name") == slot["name"], f"{where}: {slot['name']} is no widget"
             assert slot["type"] == ("COMBO" if isinstance(kind, list) else kind), f"{where}: {slot['name']} type"
         linked = {slot["name"] for slot in node.get("inputs", []) if slot.get("link") is not None}
         for name, (kind, _, required) in spec.inputs.items():
@@ -210,6 +213,8 @@ def ui_to_api(wf: dict, spec_of: Specs) -> dict:
     links = {link[0]: link for link in wf["links"]}
     prompt = {}
     for node in wf["nodes"]:
+        if node["type"] in FRONTEND_NODES:
+            continue
         inputs = ui_widget_values(node, spec_of(node["type"]))
         for slot in node.get("inputs", []):
             if slot.get("link") is not None:
