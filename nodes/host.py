@@ -47,7 +47,8 @@ def _comfy(name: str) -> ModuleType | None:
 
 
 def register_model_folder() -> None:
-    """Make ComfyUI list ``models/uniform`` (and paths added for ``uniform`` in extra_model_paths.yaml).
+    """Make ComfyUI list weight files in ``models/uniform`` (and paths added for ``uniform`` in
+    extra_model_paths.yaml; a new key would otherwise list every file).
 
     Runs at pack import, before any listing: folder_paths caches listings per directory mtime, so extensions set
     later would be ignored until a file changes.
@@ -57,7 +58,7 @@ def register_model_folder() -> None:
         return
     folder_paths.add_model_folder_path(FOLDER, os.path.join(folder_paths.models_dir, FOLDER), is_default=True)
     paths, _ = folder_paths.folder_names_and_paths[FOLDER]
-    folder_paths.folder_names_and_paths[FOLDER] = (paths, set(folder_paths.supported_pt_extensions) | {".json"})
+    folder_paths.folder_names_and_paths[FOLDER] = (paths, set(folder_paths.supported_pt_extensions))
 
 
 def model_dirs() -> list[str]:
