@@ -51,6 +51,7 @@ NATIVE_NODES = {
         "trailing": [UPLOAD],
     },
     "PreviewAudio": {"required": {"audio": ("AUDIO", {})}, "outputs": [], "trailing": [UPLOAD]},
+    "PreviewImage": {"required": {"images": ("IMAGE", {})}, "outputs": []},
 }
 
 # Frontend-only nodes: notes shown on the canvas, never sent to the server.
