@@ -78,6 +78,13 @@ PRESETS: dict[str, UniFormConfig] = {
 }
 
 
+def _host_checkable(t: torch.Tensor) -> bool:
+    """Whether a value check may read ``t``: reading a GPU tensor would stall every sampling step until the GPU
+    catches up (and a compiled graph would break there), so GPU inputs are checked by shape only; the pipeline
+    builds them from values it checked on the host."""
+    return t.device.type == "cpu" and not torch.compiler.is_compiling()
+
+
 class UniFormDiT(STDiT3Backbone):
     """Joint audio-video noise (and variance) predictor for the t2av, a2v and v2a tasks."""
 
@@ -197,7 +204,7 @@ class UniFormDiT(STDiT3Backbone):
         if mask is not None:
             if mask.ndim != 2 or mask.shape[1] != y.shape[1] or batch % mask.shape[0]:
                 raise InputError(f"mask must have shape ({batch}, {y.shape[1]}); got {tuple(mask.shape)}")
-            if not bool((mask != 0).any(dim=1).all()):
+            if _host_checkable(mask) and not bool((mask != 0).any(dim=1).all()):
                 raise InputError("mask must mark at least one real text token per sample (the null caption if empty)")
         if task is None:
             raise InputError(f"task is required: (B,) indices into {TASKS}, an index, or a task name")
@@ -207,7 +214,7 @@ class UniFormDiT(STDiT3Backbone):
         if (
             task.is_floating_point()
             or task.numel() not in (1, batch)
-            or bool(((task < 0) | (task >= c.num_tasks)).any())
+            or (_host_checkable(task) and bool(((task < 0) | (task >= c.num_tasks)).any()))
         ):
             raise InputError(
                 f"task must be {batch} (or 1) indices 0..{c.num_tasks - 1} into {TASKS}; got {task.tolist()}"
