@@ -272,10 +272,27 @@ def sample(
 
 @torch.no_grad()
 def decode_video(video_vae: VideoVAE, latent: TaskLatent) -> tuple[torch.Tensor, float]:
-    """Frames (B, T, H, W, 3) float in [0, 1] and their fps, decoded from ``latent.video``."""
-    z = latent.video.to(_device_of(video_vae), _dtype_of(video_vae))
-    pixels = video_vae.decode(z, num_frames=latent.num_frames).float()  # (B, 3, T, H, W) in [-1, 1]
-    frames = ((pixels.clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 4, 1).contiguous().cpu()
+    """Frames (B, T, H, W, 3) float in [0, 1] on the CPU and their fps, decoded from ``latent.video``.
+
+    The VAE decodes each 17-frame chunk on its own, so chunks are decoded one at a time straight into the result:
+    memory beyond the result stays that of one chunk however long the clip (and the device never holds it all).
+    """
+    config, z = video_vae.config, latent.video
+    if video_vae.latent_frames(latent.num_frames) != z.shape[2]:
+        raise InputError(
+            f"latent has {z.shape[2]} video latent frames but num_frames={latent.num_frames} needs "
+            f"{video_vae.latent_frames(latent.num_frames)}"
+        )
+    device, dtype = _device_of(video_vae), _dtype_of(video_vae)
+    b, _, _, h, w = z.shape
+    d = config.spatial_downsample
+    frames = torch.empty(b, latent.num_frames, h * d, w * d, config.image_channels)
+    for first in range(0, z.shape[2], config.latent_chunk_frames):
+        start = first // config.latent_chunk_frames * config.micro_frame_size
+        length = min(config.micro_frame_size, latent.num_frames - start)
+        chunk = z[:, :, first : first + config.latent_chunk_frames].to(device, dtype)
+        pixels = video_vae.decode(chunk, num_frames=length).float()  # (B, 3, length, H, W) in [-1, 1]
+        frames[:, start : start + length] = ((pixels.clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 4, 1).cpu()
     return frames, float(latent.fps)
 
 
