@@ -45,6 +45,7 @@ EMBEDDED_BUNDLE = "uniform-tiny (embedded)"
 START_TIMEOUT = 180  # s; a cold start takes 10-25 s, more on a busy machine
 RUN_TIMEOUT = 600  # s per prompt
 MEDIA_SECONDS = 2  # length of the uploaded test video
+MEDIA_EXTENSIONS = (".mp4", ".webm", ".flac", ".mp3", ".opus", ".wav")
 MEDIA_FPS = 24.0  # not the model's 17 fps, so conforming is exercised
 
 
@@ -275,7 +276,8 @@ def test_api_workflow_runs_and_writes_playable_media(server, uploaded_video, pat
     entry = server.wait(server.queue(prompt, workflow))
     assert_success(entry)
     files = [f for out in entry["outputs"].values() for key in ("images", "audio") for f in out.get(key, [])]
-    assert files, f"{path.name} produced no output files"
+    files = [f for f in files if f["filename"].endswith(MEDIA_EXTENSIONS)]  # not image previews
+    assert files, f"{path.name} produced no video or audio file"
     seconds = expected_seconds(prompt)
     for f in files:
         data = server.get("/view", params={"filename": f["filename"], "subfolder": f["subfolder"], "type": f["type"]})
@@ -313,6 +315,16 @@ def test_interrupt_mid_sampling_then_the_next_prompt_runs(server, uploaded_video
     again = copy.deepcopy(prompt)
     again[sampler_id]["inputs"]["seed"] = sampler["inputs"]["seed"] + 2
     assert_success(server.wait(server.queue(again)))
+
+
+def test_a_batch_gives_one_file_per_item(server, uploaded_video):
+    prompt = load_prompt(server, API_DIR / "uniform_t2av.json", uploaded_video)
+    sampler_id, sampler = node_of(prompt, "UniFormSampler")
+    sampler["inputs"].update(batch_size=2, steps=2, seed=sampler["inputs"]["seed"] + 10)
+    entry = server.wait(server.queue(prompt))
+    assert_success(entry)
+    save_id, _ = node_of(prompt, "UniFormSaveAV")
+    assert len(entry["outputs"][save_id]["images"]) == 2
 
 
 def test_a2v_without_audio_is_a_node_error_and_the_server_keeps_serving(server, uploaded_video):
