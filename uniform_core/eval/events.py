@@ -20,6 +20,8 @@ from ..train.synthetic import COLOURS
 ONSET_WINDOW_S = 0.016
 ONSET_HOP_S = 0.004
 ONSET_LOOKBACK_S = 0.05  # energy rise measured against the quietest frame of the last 50 ms
+ONSET_MEMORY_S = 0.1  # and the event must be louder than anything in the 100 ms before that
+ONSET_MIN_NOVELTY_DB = 3.0
 ONSET_MIN_RISE_DB = 9.0  # a new event at least this much louder than just before it
 ONSET_FLOOR_DB = 35.0  # and no more than this below the loudest frame of the clip
 MIN_EVENT_SPACING_S = 0.1
@@ -119,19 +121,22 @@ def audio_onsets(waveform, sample_rate: int) -> list[float]:
 
     Energy flux against a running floor: the frame energy (dB, 16 ms windows every 4 ms) minus its minimum over
     the previous 50 ms. An event is a local maximum of that rise of at least ONSET_MIN_RISE_DB, on a frame no more
-    than ONSET_FLOOR_DB below the clip's loudest, events at least 0.1 s apart. Its onset is the first frame whose
-    energy is half-way (in dB) from the floor to the peak: the time the window's leading edge reaches the sound.
-    The 50 ms look-back keeps smeared onsets (a vocoder's, a Griffin-Lim reconstruction's) detectable.
+    than ONSET_FLOOR_DB below the clip's loudest and ONSET_MIN_NOVELTY_DB louder than every frame of the 100 ms
+    before the look-back, events at least 0.1 s apart. Its onset is the first frame whose energy is half-way (in
+    dB) from the floor to the peak: the time the window's leading edge reaches the sound. The 50 ms look-back keeps
+    smeared onsets (a vocoder's) detectable; the 100 ms memory ignores the ripples of a decaying sound.
     """
     w = _mono(waveform)
     if sample_rate <= 0:
         raise InputError(f"sample_rate must be positive; got {sample_rate!r}")
     energy, win, hop = _frame_energy_db(w, sample_rate)
     back = max(1, int(round(ONSET_LOOKBACK_S * sample_rate / hop)))
-    padded = np.concatenate([np.full(back, energy[0]), energy])
-    floor = np.lib.stride_tricks.sliding_window_view(padded, back)[: len(energy)].min(1)
+    memory = max(1, int(round(ONSET_MEMORY_S * sample_rate / hop)))
+    padded = np.concatenate([np.full(back + memory, energy[0]), energy])
+    floor = np.lib.stride_tricks.sliding_window_view(padded[memory:], back)[: len(energy)].min(1)
+    recent = np.lib.stride_tricks.sliding_window_view(padded, memory)[: len(energy)].max(1)
     rise = energy - floor
-    rise[energy < energy.max() - ONSET_FLOOR_DB] = 0.0
+    rise[(energy < energy.max() - ONSET_FLOOR_DB) | (energy - recent < ONSET_MIN_NOVELTY_DB)] = 0.0
     onsets = []
     for k in _peaks(rise, ONSET_MIN_RISE_DB, max(1, int(MIN_EVENT_SPACING_S * sample_rate / hop))):
         lo = max(0, k - back)
@@ -182,10 +187,11 @@ def _impact_times(y: np.ndarray, fps: float, min_drop: float) -> list[float]:
     return out
 
 
-def visual_impacts(frames, fps: float, min_drop_px: float = 1.0) -> list[float]:
+def visual_impacts(frames, fps: float, min_drop_px: float = 2.5) -> list[float]:
     """Floor-impact times (s) in ``frames`` (T, H, W, 3) in [0, 1]: vertical velocity reversals (falling ->
     rising) of each object's centroid. Objects are told apart by their nearest vocabulary colour; a reversal must
-    drop and rise by at least ``min_drop_px`` over two frames on each side."""
+    drop and rise by at least ``min_drop_px`` over two frames on each side (real impacts: 3.7 px or more), so
+    +-1 px jitter of a resting object is no impact."""
     f = _frames(frames)
     if fps <= 0:
         raise InputError(f"fps must be positive; got {fps!r}")
