@@ -293,6 +293,7 @@ def decode_video(video_vae: VideoVAE, latent: TaskLatent) -> tuple[torch.Tensor,
         chunk = z[:, :, first : first + config.latent_chunk_frames].to(device, dtype)
         pixels = video_vae.decode(chunk, num_frames=length).float()  # (B, 3, length, H, W) in [-1, 1]
         frames[:, start : start + length] = ((pixels.clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 4, 1).cpu()
+        del chunk, pixels  # freed before the next chunk decodes
     return frames, float(latent.fps)
 
 
