@@ -31,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _add_generate(sub)
     _add_eval(sub)
+    _add_bench(sub)
     return parser
 
 
@@ -100,6 +101,38 @@ def _run_generate(args) -> int:
         path = out if len(result.seeds) == 1 else out.with_name(f"{out.stem}_{i + 1}{out.suffix}")
         result.save(path, index=i)
         print(f"wrote {path} (seed {seed})")
+    return 0
+
+
+def _add_bench(sub) -> None:
+    p = sub.add_parser(
+        "bench",
+        help="time and peak memory of every stage and task (random weights, nothing downloaded)",
+        description="Median time after a warm-up and peak memory (RSS growth on the CPU, allocator peak on CUDA) "
+        "of text/video/audio encode, one DiT step with CFG, each sampler (and its overhead outside the DiT), "
+        "video and audio decode, and each task end to end. See BENCHMARKS.md.",
+    )
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    p.add_argument("--preset", default="tiny", choices=("tiny", "xl"), help="tiny: 64x64; xl: the paper's sizes")
+    p.add_argument("--steps", type=int, default=30, help="sampling steps per sampler / task")
+    p.add_argument("--repeats", type=int, default=3, help="timed runs per row (end to end: half as many)")
+    p.add_argument("--seconds", type=int, default=None, help="clip length (default: tiny 2 s, xl 4 s)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the DiT")
+    p.add_argument("--decode-memory", action="store_true", help="also compare video decode memory for 4 s and 8 s")
+    p.add_argument("--json", default=None, help="write the full report (all runs) to this JSON file")
+    p.set_defaults(run=_run_bench)
+
+
+def _run_bench(args) -> int:
+    from .bench import run_bench, to_markdown, write_json
+
+    report = run_bench(
+        args.preset, args.device, args.steps, args.repeats, args.seconds, args.compile, args.decode_memory
+    )
+    print(to_markdown(report))
+    if args.json:
+        write_json(report, args.json)
+        print(f"wrote {args.json}")
     return 0
 
 
