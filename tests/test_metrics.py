@@ -205,10 +205,10 @@ def _reference_av_align(mp4: str, wav: str) -> float:
 
 def test_av_align_files_match_the_reference_procedure(tmp_path):
     pytest.importorskip("librosa")
-    pytest.importorskip("cv2")
+    cv2 = pytest.importorskip("cv2")
     soundfile = pytest.importorskip("soundfile")
     pytest.importorskip("uniform_core.media")
-    from uniform_core.eval.av_align import av_align, av_align_dataset, av_align_files
+    from uniform_core.eval.av_align import av_align, av_align_dataset, av_align_files, video_peaks
     from uniform_core.media import read_video
     from uniform_core.train.synthetic import write_dataset
 
@@ -224,6 +224,15 @@ def test_av_align_files_match_the_reference_procedure(tmp_path):
     assert own.score == pytest.approx(with_wav.score, abs=0.15)
     decoded = read_video(paths[0])
     assert av_align(decoded.frames, decoded.fps, decoded.audio.waveform, SR).video_peaks == own.video_peaks
+
+    small = av_align_files(paths[0], wavs / "000003.wav", size="32:32")  # the original's --size
+    assert len(small.motion_curve) == 34 and small.audio_peaks == with_wav.audio_peaks
+    cap, frames = cv2.VideoCapture(str(paths[0])), []
+    while (got := cap.read())[0]:
+        frames.append(cv2.resize(got[1], (32, 32), interpolation=cv2.INTER_LINEAR))
+    np.testing.assert_allclose(small.motion_curve, video_peaks(frames, FPS)[1])
+    with pytest.raises(InputError, match="size"):
+        av_align_files(paths[0], size="big")
 
     data = av_align_dataset(videos, wavs)
     assert data.num_files == 2 and data.missing_audio == ["000004"]
