@@ -46,6 +46,7 @@ def test_sampler_rows_split_time_inside_and_outside_the_dit(report):
     for row in report["results"]:
         if row["name"].startswith("sampler "):
             extra = row["extra"]
+            assert extra["dit_calls"] == 2 and extra["dit_batch"] == [2]  # cond + uncond in one call per step
             assert 0 < extra["model_s"] <= row["median_s"]
             assert extra["overhead_s"] == pytest.approx(row["median_s"] - extra["model_s"], abs=1e-9)
             assert 0 <= extra["overhead_pct"] < 100

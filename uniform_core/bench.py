@@ -290,8 +290,10 @@ def _sampler_row(bundle: Bundle, latent, text, sampler: str, steps: int, device,
     inside: list[float] = []
     per_run: list[float] = []
     clock = {}
+    batches: set[int] = set()
 
     def before(module, args, kwargs):
+        batches.add((args[0] if args else kwargs["video"]).shape[0])
         _sync(device)
         clock["start"] = time.perf_counter()
 
@@ -316,6 +318,8 @@ def _sampler_row(bundle: Bundle, latent, text, sampler: str, steps: int, device,
     timed = per_run[1:]  # the first entry is the warm-up
     overhead = [total - model for total, model in zip(m.runs_s, timed, strict=True)]
     m.extra.update(
+        dit_calls=len(inside),  # per run: one per step when cond and uncond share one batch
+        dit_batch=sorted(batches),
         model_s=statistics.median(timed),
         overhead_s=statistics.median(overhead),
         overhead_pct=100 * statistics.median(o / total for o, total in zip(overhead, m.runs_s, strict=True)),
@@ -380,7 +384,10 @@ def to_markdown(report: dict) -> str:
         e = r["extra"]
         notes = []
         if "overhead_pct" in e:
-            notes.append(f"in DiT {e['model_s']:.4f} s, outside {e['overhead_s']:.4f} s = {e['overhead_pct']:.2f} %")
+            notes.append(
+                f"{e['dit_calls']} DiT calls of batch {'/'.join(map(str, e['dit_batch']))}: "
+                f"in DiT {e['model_s']:.4f} s, outside {e['overhead_s']:.4f} s = {e['overhead_pct']:.2f} %"
+            )
         if "total_peak_mb" in e:
             notes.append(f"total allocated {e['total_peak_mb'] / 1024:.2f} GB")
         lines.append(f"| {r['name']} | {r['median_s']:.4f} | {r['peak_mb']:.1f} | {'; '.join(notes)} |")
