@@ -107,6 +107,8 @@ def test_longer_clips_and_bad_specs():
         SyntheticSpec(max_objects=3)
     with pytest.raises(InputError, match="event gaps"):
         SyntheticSpec(min_event_gap=0.1)
+    with pytest.raises(InputError, match="sample_rate"):
+        SyntheticSpec(sample_rate=8000)
     with pytest.raises(InputError, match="seed"):
         make_clip(-1)
 

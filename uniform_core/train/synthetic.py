@@ -5,7 +5,8 @@ floor impact makes a short sound whose class follows the object's shape (ball ->
 chime) and whose pitch follows its colour. The impact times are chosen first and the motion is built around them
 (a parabola between consecutive impacts), so the stored event times are exact in both modalities: the object
 touches the floor at each event time and its sound starts on the same sample. A clip is a pure function of
-``(seed, spec)``: the same seed gives bit-identical tensors on any machine.
+``(seed, spec)``: numpy's PCG64 draws everything, so the same seed gives the same clip (bit-identical with the same
+numpy and torch builds).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import numpy as np
 import torch
 
 from ..errors import InputError
+from ..tasks import SAMPLE_RATE, VIDEO_FPS
 
 SHAPES = ("ball", "square", "triangle")
 COLOURS = MappingProxyType(
@@ -84,20 +86,25 @@ class SyntheticSpec:
     """What every clip of a data set shares. Times in seconds, sizes in pixels."""
 
     seconds: int = 2
-    fps: int = 17
-    sample_rate: int = 16_000
+    fps: int = VIDEO_FPS
+    sample_rate: int = SAMPLE_RATE
     size: int = 64
     max_objects: int = 1  # 1 or 2; with 2 each clip draws 1 or 2 objects of different shape and colour
     min_object_px: int = 12
     max_object_px: int = 18
-    min_event_gap: float = 0.4  # seconds between two impacts of one object (x1.5 with two objects);
-    max_event_gap: float = 0.9  # any two events of a clip are at least BURST_SECONDS apart
+    min_event_gap: float = 0.4  # seconds between two impacts of one object (x1.5 with two objects); any two
+    max_event_gap: float = 0.9  # events of a clip are at least BURST_SECONDS apart
     edge_margin: float = 0.12  # no impact this close to the clip's start or end, so both sides are visible
     ambient: bool = True  # low white-noise floor under the impact sounds
 
     def __post_init__(self):
         if not isinstance(self.seconds, int) or self.seconds < 1:
             raise InputError(f"SyntheticSpec.seconds must be a whole number >= 1; got {self.seconds!r}")
+        if not isinstance(self.fps, int) or self.fps < 4:
+            raise InputError(f"SyntheticSpec.fps must be a whole number >= 4; got {self.fps!r}")
+        if not isinstance(self.sample_rate, int) or self.sample_rate < 12_000:
+            # the chime's upper partial reaches 4.9 kHz
+            raise InputError(f"SyntheticSpec.sample_rate must be a whole number >= 12000 Hz; got {self.sample_rate!r}")
         if self.max_objects not in (1, 2):
             raise InputError(f"SyntheticSpec.max_objects must be 1 or 2; got {self.max_objects!r}")
         if self.size < 32:
@@ -225,6 +232,49 @@ def _caption(objects: list[dict], floor: str) -> str:
     return f"{names} {verb} on a {floor} floor"
 
 
+def _place(rng, spec: SyntheticSpec, shape: str, colour: str, impacts: np.ndarray, slot: int, n_obj: int):
+    """An object's attributes and its centre track (T, 2) in pixels (x, y from the top-left)."""
+    size_px = float(rng.uniform(spec.min_object_px, spec.max_object_px))
+    r = size_px / 2
+    # Gravity is set so the highest arc of this object just fits under the top of the frame.
+    headroom = spec.floor_y - size_px - 2.0
+    gravity = 8 * headroom * rng.uniform(0.7, 1.0) / np.diff(impacts).max() ** 2
+    # Horizontal drift that never reaches a wall, so the floor impacts are the only impacts.
+    lo, hi = r + 2.0, spec.size - r - 2.0
+    if n_obj == 2:  # each of two objects keeps to its half, so they never overlap
+        half = spec.size / 2
+        lo, hi = (lo, half - r) if slot == 0 else (half + r, hi)
+    x0, x1 = rng.uniform(lo, hi, size=2)
+    t = np.arange(spec.num_frames) / spec.fps
+    x = x0 + (x1 - x0) * t / spec.seconds
+    y = spec.floor_y - _bottom_offset(shape, r) - _height(t, impacts, gravity)
+    sound = SOUND_OF_SHAPE[shape]
+    attributes = {
+        "shape": shape,
+        "colour": colour,
+        "sound": sound,
+        "pitch_hz": round(BASE_PITCH_HZ[sound] * 2 ** (PITCH_STEPS[colour] / 12), 3),
+        "size_px": size_px,
+        "gravity_px_s2": float(gravity),
+    }
+    return attributes, np.stack([x, y], axis=1)
+
+
+def _sound_track(rng, spec: SyntheticSpec, objects: list[dict], object_events: list[list[float]]):
+    """(N,) float32 mono: each object's sound starting on the sample of each of its impacts, plus ambient noise."""
+    audio = np.zeros(spec.num_samples)
+    for obj, events in zip(objects, object_events, strict=True):
+        for t in events:
+            start = int(round(t * spec.sample_rate))
+            burst = _burst(obj["sound"], obj["pitch_hz"], spec.sample_rate, rng) * rng.uniform(0.5, 0.9)
+            end = min(start + len(burst), spec.num_samples)
+            audio[start:end] += burst[: end - start]
+    ambient = float(rng.uniform(0.002, 0.008)) if spec.ambient else 0.0
+    if ambient:
+        audio += ambient * rng.standard_normal(spec.num_samples)
+    return torch.from_numpy(np.clip(audio, -1.0, 1.0).astype(np.float32)), ambient
+
+
 def make_clip(seed: int, spec: SyntheticSpec = SyntheticSpec()) -> SyntheticClip:
     """The clip for ``seed`` (any int >= 0): a pure function of ``(seed, spec)``.
 
@@ -235,10 +285,9 @@ def make_clip(seed: int, spec: SyntheticSpec = SyntheticSpec()) -> SyntheticClip
         raise InputError(f"seed must be an int >= 0; got {seed!r}")
     rng = np.random.default_rng([int(seed), 0x5EED])
     n_obj = 1 if spec.max_objects == 1 else int(rng.integers(1, 3))
-    shapes = rng.choice(len(SHAPES), size=n_obj, replace=False)
-    colours = rng.choice(len(COLOURS), size=n_obj, replace=False)
+    shapes = [SHAPES[i] for i in rng.choice(len(SHAPES), size=n_obj, replace=False)]
+    colours = [tuple(COLOURS)[i] for i in rng.choice(len(COLOURS), size=n_obj, replace=False)]
     floor = tuple(FLOORS)[int(rng.integers(len(FLOORS)))]
-
     for _ in range(1000):
         impacts = [_impact_times(rng, spec, n_obj) for _ in range(n_obj)]
         if _valid(impacts, spec):
@@ -246,55 +295,11 @@ def make_clip(seed: int, spec: SyntheticSpec = SyntheticSpec()) -> SyntheticClip
     else:  # pragma: no cover - the margins are checked in SyntheticSpec, so a valid draw comes within a few tries
         raise InputError(f"no valid impact sequence for seed {seed} and {spec}")
 
-    t_frames = np.arange(spec.num_frames) / spec.fps
-    objects, centres, object_events = [], [], []
-    for i in range(n_obj):
-        shape, colour = SHAPES[shapes[i]], tuple(COLOURS)[colours[i]]
-        size_px = float(rng.uniform(spec.min_object_px, spec.max_object_px))
-        r = size_px / 2
-        # Gravity is set so the highest arc of this object just fits under the top of the frame.
-        headroom = spec.floor_y - size_px - 2.0
-        longest = np.diff(impacts[i]).max()
-        gravity = 8 * headroom * rng.uniform(0.7, 1.0) / longest**2
-        # Horizontal drift that never reaches a wall, so the floor impacts are the only impacts.
-        lo, hi = r + 2.0, spec.size - r - 2.0
-        if n_obj == 2:  # keep two objects on their own halves so they never overlap
-            half = spec.size / 2
-            lo, hi = (lo, half - r) if i == 0 else (half + r, hi)
-        x0, x1 = rng.uniform(lo, hi, size=2)
-        x = x0 + (x1 - x0) * t_frames / spec.seconds
-        y = spec.floor_y - _bottom_offset(shape, r) - _height(t_frames, impacts[i], gravity)
-        centres.append(np.stack([x, y], axis=1))
-        sound = SOUND_OF_SHAPE[shape]
-        pitch = BASE_PITCH_HZ[sound] * 2 ** (PITCH_STEPS[colour] / 12)
-        events_i = [float(t) for t in _in_clip(impacts[i], spec)]
-        object_events.append(events_i)
-        objects.append(
-            {
-                "shape": shape,
-                "colour": colour,
-                "sound": sound,
-                "pitch_hz": round(float(pitch), 3),
-                "size_px": size_px,
-                "gravity_px_s2": float(gravity),
-            }
-        )
-
-    frames = _render(spec, floor, objects, centres)
-
-    audio = np.zeros(spec.num_samples)
-    for obj, events_i in zip(objects, object_events, strict=True):
-        for t in events_i:
-            start = int(round(t * spec.sample_rate))
-            burst = _burst(obj["sound"], obj["pitch_hz"], spec.sample_rate, rng) * rng.uniform(0.5, 0.9)
-            end = min(start + len(burst), spec.num_samples)
-            audio[start:end] += burst[: end - start]
-    ambient = float(rng.uniform(0.002, 0.008)) if spec.ambient else 0.0
-    if ambient:
-        audio += ambient * rng.standard_normal(spec.num_samples)
-    waveform = torch.from_numpy(np.clip(audio, -1.0, 1.0).astype(np.float32))
-
-    events = sorted(t for ev in object_events for t in ev)
+    placed = [_place(rng, spec, shapes[i], colours[i], impacts[i], i, n_obj) for i in range(n_obj)]
+    objects = [attributes for attributes, _ in placed]
+    object_events = [[float(t) for t in _in_clip(times, spec)] for times in impacts]
+    frames = _render(spec, floor, objects, [track for _, track in placed])
+    waveform, ambient = _sound_track(rng, spec, objects, object_events)
     attributes = {
         "seed": int(seed),
         "floor": floor,
@@ -303,6 +308,7 @@ def make_clip(seed: int, spec: SyntheticSpec = SyntheticSpec()) -> SyntheticClip
         "ambient_level": ambient,
         "spec": asdict(spec),
     }
+    events = sorted(t for ev in object_events for t in ev)
     return SyntheticClip(frames, waveform, _caption(objects, floor), events, attributes)
 
 
