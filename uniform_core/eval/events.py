@@ -21,7 +21,7 @@ ONSET_WINDOW_S = 0.016
 ONSET_HOP_S = 0.004
 ONSET_LOOKBACK_S = 0.05  # energy rise measured against the quietest frame of the last 50 ms
 ONSET_MEMORY_S = 0.1  # and the event must be louder than anything in the 100 ms before that
-ONSET_MIN_NOVELTY_DB = 3.0
+ONSET_MIN_NOVELTY_DB = 3.0  # (a decaying sound's ripples are not new events)
 ONSET_MIN_RISE_DB = 9.0  # a new event at least this much louder than just before it
 ONSET_FLOOR_DB = 35.0  # and no more than this below the loudest frame of the clip
 MIN_EVENT_SPACING_S = 0.1
@@ -189,9 +189,9 @@ def _impact_times(y: np.ndarray, fps: float, min_drop: float) -> list[float]:
 
 def visual_impacts(frames, fps: float, min_drop_px: float = 2.5) -> list[float]:
     """Floor-impact times (s) in ``frames`` (T, H, W, 3) in [0, 1]: vertical velocity reversals (falling ->
-    rising) of each object's centroid. Objects are told apart by their nearest vocabulary colour; a reversal must
-    drop and rise by at least ``min_drop_px`` over two frames on each side (real impacts: 3.7 px or more), so
-    +-1 px jitter of a resting object is no impact."""
+    rising) of each object's centroid. Objects are told apart by their vocabulary colour (each pixel unmixed from
+    the background); a reversal must drop and rise by at least ``min_drop_px`` over two frames on each side (the
+    default data's impacts: 3.7 px or more), so +-1 px jitter of a resting object is no impact."""
     f = _frames(frames)
     if fps <= 0:
         raise InputError(f"fps must be positive; got {fps!r}")
