@@ -30,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log what is done to the inputs")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_generate(sub)
+    _add_train(sub)
     _add_eval(sub)
     _add_bench(sub)
     return parser
@@ -62,6 +63,28 @@ def _add_generate(sub) -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--offload", action="store_true", help="keep only the running component on the device")
     p.set_defaults(run=_run_generate)
+
+
+def _add_train(sub) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train codecs + DiT from a recipe and write a bundle folder",
+        description="Train the video VAE, audio VAE, vocoder and the UniForm DiT as the recipe says, on one CPU/GPU "
+        "or, under `accelerate launch`, on many. Writes <run>/bundle, usable as --bundle.",
+    )
+    p.add_argument("--config", required=True, help="recipe JSON, e.g. configs/uniform-tiny.json")
+    p.add_argument("--out", default=None, help="run folder (default: the recipe's out_dir); must be new or empty")
+    p.add_argument("--resume", default=None, help="continue a run: its run folder or one of its checkpoints")
+    p.set_defaults(run=_run_train)
+
+
+def _run_train(args) -> int:
+    from .train.config import load_config
+    from .train.recipe import train_bundle
+
+    bundle = train_bundle(load_config(args.config), out_dir=args.out, resume=args.resume)
+    print(f"wrote {bundle}")
+    return 0
 
 
 def _run_generate(args) -> int:

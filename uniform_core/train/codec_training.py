@@ -1,0 +1,277 @@
+"""Training the tiny codecs on the synthetic clips: video VAE, audio VAE and HiFi-GAN vocoder.
+
+Each codec is trained alone, before the DiT, on the same training seeds:
+
+- video VAE: pixel L1 + MSE reconstruction of whole clips, plus a small KL term on the posterior;
+- audio VAE: L1 reconstruction of the AudioLDM log-mel, plus a small KL term;
+- vocoder: mel -> waveform with a multi-resolution STFT loss and a mel L1 loss. No discriminator: on the
+  synthetic tones, knocks and chimes the spectral losses alone give clean onsets, and they are several times
+  cheaper on a CPU than HiFi-GAN's adversarial training (at the price of some buzz in noisy sounds).
+
+After training, each VAE's latent scaling factor is set to 1 / std of its latents on the training clips, so the
+diffusion model sees unit-variance latents (as Stable Diffusion's and AudioLDM's factors do).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+from collections.abc import Callable, Iterator
+
+import torch
+import torch.nn.functional as F
+from accelerate import Accelerator
+from einops import rearrange
+from torch import nn
+
+from ..codecs.audio import AudioVAE, Vocoder
+from ..codecs.mel import MelFrontEnd, normalize_waveform
+from ..codecs.video_vae import VideoVAE
+from .config import CodecTrainConfig, DataConfig
+from .log import LossLog, progress_bar
+from .synthetic import SyntheticSpec, make_clip
+
+logger = logging.getLogger(__name__)
+
+AUDIO_CROP_FRAMES = 100  # 1 s of mel per audio-VAE example (a multiple of the VAE's 4x downsampling)
+VOCODER_CROP_FRAMES = 48  # 0.48 s of mel per vocoder example
+STFT_RESOLUTIONS = ((512, 128, 512), (1024, 256, 1024), (256, 64, 256))  # (n_fft, hop, win), HiFi-GAN/PWG
+
+
+def data_spec(data: DataConfig) -> SyntheticSpec:
+    return SyntheticSpec(seconds=data.seconds, size=data.size, max_objects=data.max_objects)
+
+
+class ClipPool:
+    """The codec training clips, made once and held in memory: frames uint8 ``(N, T, H, W, 3)``, waveforms
+    levelled as AudioLDM does ``(N, samples)``."""
+
+    def __init__(self, data: DataConfig, count: int):
+        spec = data_spec(data)
+        seeds = range(data.first_seed, data.first_seed + min(count, data.num_clips))
+        clips = [make_clip(s, spec) for s in seeds]
+        self.frames = torch.stack([(c.frames * 255).round().to(torch.uint8) for c in clips])
+        self.waveforms = normalize_waveform(torch.stack([c.waveform for c in clips]))
+
+    def __len__(self) -> int:
+        return self.frames.shape[0]
+
+    def pixels(self, index: torch.Tensor) -> torch.Tensor:
+        """Frames of clips ``index`` as the video VAE's input ``(B, 3, T, H, W)`` in [-1, 1]."""
+        return self.frames[index].permute(0, 4, 1, 2, 3).float() / 127.5 - 1
+
+
+def _batches(n: int, batch_size: int, generator: torch.Generator) -> Iterator[torch.Tensor]:
+    """Endless shuffled index batches over ``n`` items."""
+    while True:
+        order = torch.randperm(n, generator=generator)
+        for i in range(0, n - batch_size + 1, batch_size):
+            yield order[i : i + batch_size]
+
+
+def fit(
+    name: str,
+    objective: nn.Module,
+    draw: Callable[[torch.Generator], torch.Tensor],
+    cfg: CodecTrainConfig,
+    accelerator: Accelerator,
+    log: LossLog,
+) -> None:
+    """AdamW with gradient clipping for ``cfg.steps`` steps. ``draw(generator)`` gives a batch; ``objective(batch)``
+    returns ``{"loss": ..., other terms}``; it is called through accelerate's wrapper so gradients sync."""
+    optimizer = torch.optim.AdamW(objective.parameters(), lr=cfg.lr, betas=(0.8, 0.99), weight_decay=0.0)
+    wrapped, optimizer = accelerator.prepare(objective, optimizer)
+    generator = torch.Generator().manual_seed(accelerator.process_index)
+    wrapped.train()
+    bar = progress_bar(accelerator, cfg.steps, name)
+    for step in range(1, cfg.steps + 1):
+        terms = wrapped(draw(generator).to(accelerator.device))
+        optimizer.zero_grad(set_to_none=True)
+        accelerator.backward(terms["loss"])
+        if cfg.grad_clip:
+            accelerator.clip_grad_norm_(wrapped.parameters(), cfg.grad_clip)
+        optimizer.step()
+        values = {k: accelerator.reduce(v.detach(), "mean").item() for k, v in terms.items()}
+        bar.update(1)
+        bar.set_postfix(loss=f"{values['loss']:.4f}")
+        if step % cfg.log_every == 0 or step == cfg.steps:
+            log.write(stage=name, step=step, lr=cfg.lr, **values)
+    bar.close()
+    accelerator.wait_for_everyone()
+    objective.eval()
+
+
+# ---- video VAE ----------------------------------------------------------------------------------------------------
+
+
+class SpatialVAEObjective(nn.Module):
+    """Stage 1 of the video VAE: frame L1 + MSE reconstruction by the 2D VAE plus ``kl_weight`` x its per-element
+    KL. Input: frames ``(B, 3, H, W)`` in [-1, 1]."""
+
+    def __init__(self, vae: VideoVAE, kl_weight: float):
+        super().__init__()
+        self.vae, self.kl_weight = vae, kl_weight
+
+    def forward(self, frames: torch.Tensor) -> dict[str, torch.Tensor]:
+        model = self.vae.spatial_vae.module
+        posterior = model.encode(frames).latent_dist
+        recon = model.decode(posterior.sample()).sample
+        rec = F.l1_loss(recon, frames) + F.mse_loss(recon, frames)
+        kl = posterior.kl().mean() / frames[0].numel()
+        return {"loss": rec + self.kl_weight * kl, "rec": rec, "kl": kl}
+
+
+class TemporalVAEObjective(nn.Module):
+    """Stage 2 of the video VAE (as Open-Sora v1.2 trains it): the temporal VAE reconstructs the frozen 2D VAE's
+    latents of 17-frame chunks ``(B, 4, 17, h, w)``; MSE relative to the latents' variance ``latent_var`` plus
+    ``kl_weight`` x the per-element KL."""
+
+    def __init__(self, vae: VideoVAE, kl_weight: float, latent_var: float):
+        super().__init__()
+        self.vae, self.kl_weight, self.latent_var = vae, kl_weight, latent_var
+
+    def forward(self, z2d: torch.Tensor) -> dict[str, torch.Tensor]:
+        temporal = self.vae.temporal_vae
+        mean, logvar = temporal.encode(z2d)
+        z = mean + torch.exp(0.5 * logvar) * torch.randn_like(mean)
+        rec = F.mse_loss(temporal.decode(z, num_frames=z2d.shape[2]), z2d) / self.latent_var
+        kl = 0.5 * (mean**2 + logvar.exp() - 1 - logvar).mean()
+        return {"loss": rec + self.kl_weight * kl, "rec": rec, "kl": kl}
+
+
+def train_video_vae(
+    pool: ClipPool, cfg: CodecTrainConfig, accelerator: Accelerator, log: LossLog, seed: int
+) -> VideoVAE:
+    """A tiny video VAE: the 2D VAE on single frames (``cfg.steps``, ``cfg.batch_size`` frames per step), then the
+    temporal VAE on the frozen 2D latents of 17-frame chunks (``cfg.stage2_steps``). Its per-channel latent shift
+    and scale are then set from the latents of the pool's clips."""
+    torch.manual_seed(seed)
+    vae = VideoVAE.from_preset(cfg.preset).requires_grad_(True)
+    spatial, chunk = vae.spatial_vae, vae.config.micro_frame_size
+    frames = pool.frames.flatten(0, 1)  # (N * T, H, W, 3) uint8
+
+    def draw_frames(generator: torch.Generator) -> torch.Tensor:
+        index = torch.randint(frames.shape[0], (cfg.batch_size,), generator=generator)
+        return frames[index].permute(0, 3, 1, 2).float() / 127.5 - 1
+
+    fit("video_vae.spatial", SpatialVAEObjective(vae, cfg.kl_weight), draw_frames, cfg, accelerator, log)
+    vae.cpu()
+    with torch.no_grad():  # 2D posterior means of every pool frame, as the temporal VAE will see them
+        pixels = frames.permute(0, 3, 1, 2).float() / 127.5 - 1
+        z2d = torch.cat([spatial.module.encode(x).latent_dist.mean for x in pixels.split(256)]) * spatial.latent_scale
+    z2d = rearrange(z2d, "(N T) C h w -> N C T h w", N=len(pool))
+    chunks = torch.cat(z2d.split(chunk, dim=2)[: z2d.shape[2] // chunk])  # (N * T / 17, C, 17, h, w)
+
+    def draw_chunks(generator: torch.Generator) -> torch.Tensor:
+        return chunks[torch.randint(chunks.shape[0], (cfg.batch_size,), generator=generator)]
+
+    stage2 = dataclasses.replace(cfg, steps=cfg.stage2_steps)
+    objective = TemporalVAEObjective(vae, cfg.kl_weight, chunks.var().item())
+    fit("video_vae.temporal", objective, draw_chunks, stage2, accelerator, log)
+    vae.cpu().requires_grad_(False)
+    with torch.no_grad():
+        z = torch.cat(
+            [vae.encode(pool.pixels(i), deterministic=True) for i in torch.arange(min(len(pool), 128)).split(16)]
+        )
+    shift, scale = z.mean(dim=(0, 2, 3, 4)), z.std(dim=(0, 2, 3, 4))
+    vae.set_normalization(tuple(shift.tolist()), tuple(scale.tolist()))
+    logger.info("video VAE latent shift %s scale %s", shift.tolist(), scale.tolist())
+    return vae.eval()
+
+
+# ---- audio VAE ----------------------------------------------------------------------------------------------------
+
+
+class AudioVAEObjective(nn.Module):
+    """Log-mel L1 reconstruction plus ``kl_weight`` x the per-element KL of the posterior."""
+
+    def __init__(self, vae: AudioVAE, kl_weight: float):
+        super().__init__()
+        self.vae, self.kl_weight = vae, kl_weight
+
+    def forward(self, mel: torch.Tensor) -> dict[str, torch.Tensor]:
+        posterior = self.vae.encode(mel)
+        recon = self.vae.decode(posterior.sample())
+        rec = F.l1_loss(recon, mel)
+        kl = posterior.kl().mean() / mel[0].numel()
+        return {"loss": rec + self.kl_weight * kl, "rec": rec, "kl": kl}
+
+
+def train_audio_vae(
+    pool: ClipPool, cfg: CodecTrainConfig, accelerator: Accelerator, log: LossLog, seed: int
+) -> AudioVAE:
+    """A tiny mel VAE trained to reconstruct 1 s log-mel crops of the pool's sounds; its scaling factor is then
+    set from its latents' spread."""
+    torch.manual_seed(seed)
+    vae = AudioVAE.from_preset(cfg.preset)
+    mel_fn = MelFrontEnd()
+    with torch.no_grad():
+        mels = torch.cat([mel_fn(w) for w in pool.waveforms.split(64)])  # (N, T, 64)
+
+    def draw(generator: torch.Generator) -> torch.Tensor:
+        return _crops(mels, cfg.batch_size, AUDIO_CROP_FRAMES, generator)
+
+    fit("audio_vae", AudioVAEObjective(vae, cfg.kl_weight), draw, cfg, accelerator, log)
+    vae.cpu()
+    with torch.no_grad():
+        std = torch.cat([vae.encode(m).mode() for m in mels[:256].split(32)]).std().item()
+    scaled = AudioVAE(dataclasses.replace(vae.config, scaling_factor=1.0 / std))
+    scaled.model.load_state_dict(vae.model.state_dict())
+    logger.info("audio VAE latent std %.4f -> scaling factor %.4f", std, 1.0 / std)
+    return scaled.eval()
+
+
+# ---- vocoder ------------------------------------------------------------------------------------------------------
+
+
+def stft_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Multi-resolution STFT loss (Parallel WaveGAN): spectral convergence + log-magnitude L1, averaged over
+    :data:`STFT_RESOLUTIONS`. ``pred``, ``target``: ``(B, N)`` waveforms."""
+    total = pred.new_zeros(())
+    for n_fft, hop, win in STFT_RESOLUTIONS:
+        window = torch.hann_window(win, device=pred.device)
+        mags = [
+            torch.stft(x, n_fft, hop, win, window, return_complex=True).abs().clamp(min=1e-7) for x in (pred, target)
+        ]
+        convergence = torch.linalg.norm(mags[1] - mags[0]) / torch.linalg.norm(mags[1])
+        total = total + convergence + F.l1_loss(mags[0].log(), mags[1].log())
+    return total / len(STFT_RESOLUTIONS)
+
+
+class VocoderObjective(nn.Module):
+    """Waveform crop -> its log-mel -> vocoder; multi-resolution STFT loss + log-mel L1 against the crop."""
+
+    def __init__(self, vocoder: Vocoder):
+        super().__init__()
+        self.vocoder, self.mel = vocoder, MelFrontEnd()
+
+    def forward(self, wave: torch.Tensor) -> dict[str, torch.Tensor]:
+        mel = self.mel(wave)
+        pred = self.vocoder(mel)
+        mel_l1 = F.l1_loss(self.mel(pred), mel)
+        stft = stft_loss(pred, wave)
+        return {"loss": stft + mel_l1, "stft": stft, "mel_l1": mel_l1}
+
+
+def train_vocoder(pool: ClipPool, cfg: CodecTrainConfig, accelerator: Accelerator, log: LossLog, seed: int) -> Vocoder:
+    """A tiny HiFi-GAN generator trained on (log-mel, waveform) crops of the pool's sounds (no discriminator)."""
+    torch.manual_seed(seed)
+    vocoder = Vocoder.from_preset(cfg.preset)
+    objective = VocoderObjective(vocoder)
+    hop = objective.mel.config.hop_length
+
+    def draw(generator: torch.Generator) -> torch.Tensor:
+        crops = _crops(pool.waveforms.unsqueeze(-1), cfg.batch_size, VOCODER_CROP_FRAMES * hop, generator, step=hop)
+        return crops.squeeze(-1)
+
+    fit("vocoder", objective, draw, cfg, accelerator, log)
+    return vocoder
+
+
+def _crops(x: torch.Tensor, count: int, length: int, generator: torch.Generator, step: int = 1) -> torch.Tensor:
+    """``count`` random crops of ``length`` along dim 1 of ``x`` ``(N, L, ...)``, starting on multiples of
+    ``step``; crops that prefer the start of a clip are as likely as any other."""
+    rows = torch.randint(x.shape[0], (count,), generator=generator).tolist()
+    starts = torch.randint(math.floor((x.shape[1] - length) / step) + 1, (count,), generator=generator) * step
+    return torch.stack([x[r, s : s + length] for r, s in zip(rows, starts.tolist(), strict=True)])

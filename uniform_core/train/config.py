@@ -1,0 +1,162 @@
+"""The training recipe: one frozen dataclass per stage, read from one JSON file (``configs/uniform-tiny.json``).
+
+A recipe trains the three codecs (video VAE, audio VAE, vocoder) and then the UniForm DiT on latents cached with
+those codecs; the text encoder is frozen at its seeded initialisation, as FLAN-T5 is frozen in the paper.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import InputError
+from ..tasks import TASKS
+from .synthetic import HELDOUT_FIRST_SEED
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """The synthetic clips: training uses seeds ``first_seed .. first_seed + num_clips - 1``."""
+
+    num_clips: int = 2048
+    first_seed: int = 0
+    seconds: int = 2
+    size: int = 64
+    max_objects: int = 1
+    codec_clips: int = 256  # the first clips, held in memory while the codecs train
+
+
+@dataclass(frozen=True)
+class CodecTrainConfig:
+    """One codec's stage. ``kl_weight`` is ignored for the vocoder (it has no latent). The video VAE trains in two
+    stages: its 2D VAE on frames (``steps``, ``batch_size`` frames), then its temporal VAE on the 2D latents
+    (``stage2_steps``, ``batch_size`` 17-frame chunks)."""
+
+    preset: str = "tiny"
+    steps: int = 1000
+    stage2_steps: int = 0
+    batch_size: int = 8
+    lr: float = 1e-3
+    kl_weight: float = 1e-6
+    grad_clip: float = 1.0
+    log_every: int = 25
+
+
+@dataclass(frozen=True)
+class DiTTrainConfig:
+    """The multi-task DiT stage (paper IV-A2: AdamW-style optimiser, LR 1e-4 after 1000 linear warm-up steps)."""
+
+    preset: str = "tiny"
+    steps: int = 4000
+    batch_size: int = 16  # global batch, split over processes
+    lr: float = 1e-4
+    warmup_steps: int = 1000
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.999)
+    grad_clip: float = 1.0
+    ema_decay: float = 0.999
+    caption_dropout: float = 0.5  # paper III-A: text kept with 50% probability, for classifier-free guidance
+    task_weights: tuple[float, float, float] = (1.0, 1.0, 1.0)  # sampling weights of t2av, a2v, v2a
+    snr_gamma: float | None = 5.0  # min-SNR-gamma step weighting (Hang et al. 2023); None = uniform weights
+    checkpoint_every: int = 500
+    keep_checkpoints: int = 2
+    log_every: int = 10
+    mixed_precision: str = "no"  # accelerate's: "no", "fp16", "bf16"
+    max_minutes: float | None = None  # stop early (with a checkpoint) after this long; --resume continues
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """A whole recipe: what one ``uniform-av train --config FILE`` runs."""
+
+    name: str = "uniform-tiny"
+    seed: int = 0
+    out_dir: str = "runs/uniform-tiny"
+    text_encoder_preset: str = "tiny"
+    data: DataConfig = field(default_factory=DataConfig)
+    video_vae: CodecTrainConfig = field(default_factory=CodecTrainConfig)
+    audio_vae: CodecTrainConfig = field(default_factory=CodecTrainConfig)
+    vocoder: CodecTrainConfig = field(default_factory=CodecTrainConfig)
+    dit: DiTTrainConfig = field(default_factory=DiTTrainConfig)
+
+    def __post_init__(self):
+        d = self.dit
+        if not 0.0 <= d.caption_dropout <= 1.0:
+            raise InputError(f"dit.caption_dropout must be in [0, 1]; got {d.caption_dropout!r}")
+        if len(d.task_weights) != len(TASKS) or min(d.task_weights) < 0 or sum(d.task_weights) <= 0:
+            raise InputError(f"dit.task_weights must be {len(TASKS)} weights >= 0 for {TASKS}; got {d.task_weights}")
+        if d.mixed_precision not in ("no", "fp16", "bf16"):
+            raise InputError(f"dit.mixed_precision must be 'no', 'fp16' or 'bf16'; got {d.mixed_precision!r}")
+        for name, stage in (("video_vae", self.video_vae), ("audio_vae", self.audio_vae), ("vocoder", self.vocoder)):
+            if stage.steps < 0 or stage.batch_size < 1:
+                raise InputError(
+                    f"{name}: steps must be >= 0 and batch_size >= 1; got {stage.steps}, {stage.batch_size}"
+                )
+        if d.steps < 0 or d.batch_size < 1 or d.warmup_steps < 0:
+            raise InputError(f"dit: steps, warmup_steps must be >= 0 and batch_size >= 1; got {d}")
+        if self.data.num_clips < 1 or self.data.first_seed < 0:
+            raise InputError(f"data.num_clips must be >= 1 and first_seed >= 0; got {self.data}")
+        if self.data.first_seed + self.data.num_clips > HELDOUT_FIRST_SEED:
+            raise InputError(
+                f"data seeds {self.data.first_seed}..{self.data.first_seed + self.data.num_clips - 1} reach the "
+                f"held-out evaluation seeds (from {HELDOUT_FIRST_SEED}); train on lower seeds"
+            )
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def replace(self, **changes) -> TrainConfig:
+        """A copy with top-level fields, or ``"stage.field"`` keys, changed (e.g. ``{"dit.steps": 10}``)."""
+        nested: dict[str, dict] = {}
+        top = {}
+        for key, value in changes.items():
+            stage, _, name = key.partition(".")
+            if name:
+                nested.setdefault(stage, {})[name] = value
+            else:
+                top[key] = value
+        for stage, fields_ in nested.items():
+            top[stage] = dataclasses.replace(getattr(self, stage), **fields_)
+        return dataclasses.replace(self, **top)
+
+
+_STAGES = {"data": DataConfig, "video_vae": CodecTrainConfig, "audio_vae": CodecTrainConfig}
+_STAGES |= {"vocoder": CodecTrainConfig, "dit": DiTTrainConfig}
+
+
+def config_from_dict(raw: dict, source: str = "config") -> TrainConfig:
+    """Build a :class:`TrainConfig` from plain JSON data; unknown keys are an InputError naming them."""
+    if not isinstance(raw, dict):
+        raise InputError(f"{source} must be a JSON object; got {type(raw).__name__}")
+    kwargs = dict(_known(raw, TrainConfig, source))
+    for stage, cls in _STAGES.items():
+        if stage in kwargs:
+            sub = kwargs[stage]
+            if not isinstance(sub, dict):
+                raise InputError(f"{source}: {stage!r} must be an object; got {sub!r}")
+            values = _known(sub, cls, f"{source}: {stage}")
+            kwargs[stage] = cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+    return TrainConfig(**kwargs)
+
+
+def load_config(path: str | os.PathLike) -> TrainConfig:
+    """Read a recipe JSON file (see ``configs/uniform-tiny.json``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"--config {str(path)!r} is not a file; pass a recipe JSON such as configs/uniform-tiny.json")
+    try:
+        raw = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise InputError(f"--config {str(path)!r} is not valid JSON: {e}") from e
+    return config_from_dict(raw, source=str(path))
+
+
+def _known(raw: dict, cls, where: str) -> dict:
+    allowed = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - allowed - {"comment"})
+    if unknown:
+        raise InputError(f"{where}: unknown field(s) {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}")
+    return {k: v for k, v in raw.items() if k != "comment"}

@@ -1,0 +1,152 @@
+"""Latents and text embeddings of every training clip, encoded once and kept in one safetensors file.
+
+The codecs and the text encoder are frozen while the DiT trains, so encoding a clip again at every step would
+only repeat the same work: the cache holds each clip's video latent (posterior mean), audio latent (posterior
+mean) and caption embedding, and the trainer reads nothing else. The file's metadata holds a fingerprint of the
+data settings and of the encoders' weights; a cache that does not match them is rebuilt instead of reused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from ..codecs.audio import AudioCodec
+from ..codecs.text import TextEncoder
+from ..codecs.video_vae import VideoVAE
+from ..errors import CheckpointError
+from .config import DataConfig
+from .synthetic import SyntheticSpec, make_clip
+
+logger = logging.getLogger(__name__)
+
+CACHE_KIND = "uniform_latent_cache"
+
+
+@dataclass
+class LatentCache:
+    """Per clip i: ``video[i]`` (4, 5 s, H/8, W/8), ``audio[i]`` (8, 25 s, 16), ``text[i]`` (L, D) with
+    ``text_mask[i]`` (L,) bool (True = a real token), all float32 on the CPU; ``seeds[i]`` made the clip."""
+
+    video: torch.Tensor
+    audio: torch.Tensor
+    text: torch.Tensor
+    text_mask: torch.Tensor
+    seeds: torch.Tensor
+    captions: list[str]
+    fingerprint: str = ""
+
+    def __len__(self) -> int:
+        return self.video.shape[0]
+
+    def batch(self, index: torch.Tensor, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
+        """Items ``index`` as ``{"video", "audio", "y", "mask"}`` on ``device``."""
+        return {
+            "video": self.video[index].to(device),
+            "audio": self.audio[index].to(device),
+            "y": self.text[index].to(device),
+            "mask": self.text_mask[index].to(device),
+        }
+
+    def save(self, path: str | os.PathLike) -> None:
+        tensors = {
+            "video": self.video.contiguous(),
+            "audio": self.audio.contiguous(),
+            "text": self.text.contiguous(),
+            "text_mask": self.text_mask.contiguous(),
+            "seeds": self.seeds.contiguous(),
+        }
+        meta = {"kind": CACHE_KIND, "fingerprint": self.fingerprint, "captions": json.dumps(self.captions)}
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        save_file(tensors, str(path), metadata=meta)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> LatentCache:
+        from ..checkpoint import read_metadata
+
+        meta = read_metadata(path)
+        if meta.get("kind") != CACHE_KIND:
+            raise CheckpointError(f"{path} is not a UniForm latent cache (metadata kind {meta.get('kind')!r})")
+        t = load_file(str(path))
+        return cls(
+            t["video"], t["audio"], t["text"], t["text_mask"].bool(), t["seeds"], json.loads(meta["captions"]),
+            meta["fingerprint"],
+        )  # fmt: skip
+
+
+def fingerprint(data: DataConfig, *modules: torch.nn.Module) -> str:
+    """A short hash of the data settings and the modules' weights: equal fingerprints mean equal cache contents."""
+    h = hashlib.sha256(json.dumps(data.__dict__, sort_keys=True).encode())
+    for module in modules:
+        for name, tensor in sorted(module.state_dict().items()):
+            h.update(name.encode())
+            h.update(tensor.detach().float().cpu().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+@torch.no_grad()
+def build_latent_cache(
+    data: DataConfig,
+    video_vae: VideoVAE,
+    audio_codec: AudioCodec,
+    text_encoder: TextEncoder,
+    max_text_tokens: int,
+    chunk: int = 16,
+    progress: Callable[[int], None] | None = None,
+) -> LatentCache:
+    """Encode clips ``data.first_seed ..`` (``data.num_clips`` of them) once, ``chunk`` clips per encoder call.
+
+    Latents are posterior means, as the pipeline encodes conditions; captions are cut to ``max_text_tokens`` (the
+    DiT's ``model_max_length``). ``progress(n)`` is called with the number of clips done after each chunk.
+    """
+    spec = SyntheticSpec(seconds=data.seconds, size=data.size, max_objects=data.max_objects)
+    device = next(video_vae.parameters()).device
+    seeds = list(range(data.first_seed, data.first_seed + data.num_clips))
+    videos, audios, texts, masks, captions = [], [], [], [], []
+    for start in range(0, len(seeds), chunk):
+        clips = [make_clip(s, spec) for s in seeds[start : start + chunk]]
+        pixels = torch.stack([c.frames for c in clips]).permute(0, 4, 1, 2, 3) * 2 - 1  # (B, 3, T, H, W)
+        videos.append(video_vae.encode(pixels.to(device), deterministic=True).float().cpu())
+        waves = torch.stack([c.waveform for c in clips]).to(device)
+        audios.append(audio_codec.encode(waves, deterministic=True).float().cpu())
+        emb, mask = text_encoder.encode([c.caption for c in clips])
+        texts.append(emb[:, :max_text_tokens].float().cpu())
+        masks.append(mask[:, :max_text_tokens].bool().cpu())
+        captions += [c.caption for c in clips]
+        if progress is not None:
+            progress(len(captions))
+    length = max(t.shape[1] for t in texts)
+    text = torch.cat([torch.nn.functional.pad(t, (0, 0, 0, length - t.shape[1])) for t in texts])
+    text_mask = torch.cat([torch.nn.functional.pad(m, (0, length - m.shape[1])) for m in masks])
+    return LatentCache(
+        torch.cat(videos), torch.cat(audios), text, text_mask, torch.tensor(seeds), captions,
+        fingerprint(data, video_vae, audio_codec, text_encoder),
+    )  # fmt: skip
+
+
+def load_or_build(path: str | os.PathLike, data: DataConfig, video_vae, audio_codec, text_encoder, **kwargs):
+    """The cache at ``path`` if its fingerprint matches these encoders and data, else a new one written there."""
+    path = Path(path)
+    expected = fingerprint(data, video_vae, audio_codec, text_encoder)
+    if path.is_file():
+        cache = LatentCache.load(path)
+        if cache.fingerprint == expected:
+            logger.info("latent cache %s reused (%d clips)", path, len(cache))
+            return cache
+        logger.info(
+            "latent cache %s is stale (fingerprint %s, expected %s); rebuilding", path, cache.fingerprint, expected
+        )
+    cache = build_latent_cache(data, video_vae, audio_codec, text_encoder, **kwargs)
+    cache.save(path)
+    return cache
+
+
+__all__ = ["LatentCache", "build_latent_cache", "fingerprint", "load_or_build"]

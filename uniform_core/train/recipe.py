@@ -1,0 +1,160 @@
+"""One command, one recipe: train the codecs, cache the latents, train the DiT, write a bundle folder.
+
+A run folder holds everything a run makes, so an interrupted run continues where it stopped (``--resume``)::
+
+    config.json          the recipe as run
+    train_log.jsonl      every stage's losses
+    codecs/              video_vae / audio_vae / vocoder / text_encoder .safetensors (a finished stage is kept)
+    latents.safetensors  the latent + text-embedding cache of the training clips
+    checkpoints/step_*/  DiT checkpoints (accelerate state: model, EMA, optimizer, LR schedule, RNG; the step)
+    bundle/              the result: a bundle folder that ``load_bundle`` / ``--bundle`` / the nodes read
+
+The text encoder is not trained: like FLAN-T5 in the paper it stays frozen, here at its seeded random
+initialisation, which still gives each caption a distinct, deterministic embedding for the DiT to learn from.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator, DistributedDataParallelKwargs
+
+from ..bundle import Bundle, save_bundle
+from ..codecs.audio import AudioCodec, load_audio_vae, load_vocoder
+from ..codecs.text import TextEncoder, load_text_encoder
+from ..codecs.video_vae import load_video_vae
+from ..errors import InputError
+from .codec_training import ClipPool, train_audio_vae, train_video_vae, train_vocoder
+from .config import TrainConfig
+from .latent_cache import LatentCache, load_or_build
+from .log import LossLog
+from .trainer import STATE_FILE, DiTTrainer, latest_checkpoint
+
+logger = logging.getLogger(__name__)
+
+CODEC_STAGES = ("video_vae", "audio_vae", "vocoder")
+
+
+def make_accelerator(mixed_precision: str = "no", cpu: bool | None = None) -> Accelerator:
+    """The accelerator every stage shares. The LR schedule is stepped once per optimizer step whatever the number
+    of processes (``batch_size`` is already the global batch); unused-parameter search is on because the null
+    caption only gets a gradient in steps that drop a caption."""
+    kwargs = {} if cpu is None else {"cpu": cpu}
+    return Accelerator(
+        mixed_precision=mixed_precision,
+        step_scheduler_with_optimizer=False,
+        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
+        **kwargs,
+    )
+
+
+def resolve_run(config: TrainConfig, out_dir: str | os.PathLike | None, resume: str | os.PathLike | None):
+    """(run folder, checkpoint to resume from or None). ``resume`` is a run folder or one of its checkpoints."""
+    if resume is not None:
+        resume = Path(resume)
+        if (resume / STATE_FILE).is_file():
+            return resume.parent.parent, resume
+        if not (resume / "config.json").is_file():
+            raise InputError(f"--resume {str(resume)!r} is neither a run folder (with config.json) nor a checkpoint")
+        return resume, latest_checkpoint(resume)
+    run = Path(out_dir if out_dir is not None else config.out_dir)
+    if run.is_dir() and any(run.iterdir()):
+        raise InputError(
+            f"run folder {str(run)!r} is not empty; pass --resume {run} to continue that run, or choose another --out"
+        )
+    return run, None
+
+
+def train_bundle(
+    config: TrainConfig,
+    out_dir: str | os.PathLike | None = None,
+    resume: str | os.PathLike | None = None,
+) -> Path:
+    """Run the whole recipe; returns the bundle folder (``<run>/bundle``), written once the DiT reaches
+    ``config.dit.steps`` (a run stopped by ``dit.max_minutes`` returns its run folder's latest bundle path all
+    the same, written from the EMA weights of the step reached)."""
+    run, checkpoint = resolve_run(config, out_dir, resume)
+    # the codecs get their own accelerator so that DiT checkpoints hold the DiT's state only
+    codec_acc = make_accelerator(config.dit.mixed_precision)
+    started = time.monotonic()
+    if codec_acc.is_main_process:
+        run.mkdir(parents=True, exist_ok=True)
+        (run / "config.json").write_text(json.dumps(config.to_dict(), indent=1) + "\n")
+    log = LossLog(run / "train_log.jsonl", codec_acc)
+
+    video_vae, audio_vae, vocoder, text_encoder = train_codecs(config, run / "codecs", codec_acc, log)
+    codec = AudioCodec(audio_vae, vocoder)
+
+    cache_path = run / "latents.safetensors"
+    if codec_acc.is_main_process:
+        video_vae.to(codec_acc.device), codec.to(codec_acc.device), text_encoder.to(codec_acc.device)
+        load_or_build(
+            cache_path, config.data, video_vae, codec, text_encoder, max_text_tokens=_max_text_tokens(config)
+        )
+        video_vae.cpu(), codec.cpu(), text_encoder.cpu()
+    codec_acc.wait_for_everyone()
+    cache = LatentCache.load(cache_path)
+
+    acc = make_accelerator(config.dit.mixed_precision)
+
+    trainer = DiTTrainer(config.dit, cache, run, acc, seed=config.seed, log=log)
+    if checkpoint is not None:
+        trainer.load_checkpoint(checkpoint)
+    trainer.train(max_minutes=config.dit.max_minutes)
+
+    bundle_dir = run / "bundle"
+    if acc.is_main_process:
+        bundle = Bundle(
+            dit=trainer.ema_dit(),
+            video_vae=video_vae,
+            audio_codec=codec,
+            text_encoder=text_encoder,
+            name=config.name,
+            height=config.data.size,
+            width=config.data.size,
+            duration=config.data.seconds,
+        )
+        save_bundle(bundle, bundle_dir)
+        summary = {"dit_step": trainer.step, "wall_time_s": round(time.monotonic() - started, 1)}
+        (bundle_dir / "training.json").write_text(json.dumps(summary) + "\n")
+        logger.info("bundle written to %s (DiT step %d)", bundle_dir, trainer.step)
+    acc.wait_for_everyone()
+    return bundle_dir
+
+
+def train_codecs(config: TrainConfig, folder: Path, acc: Accelerator, log: LossLog):
+    """Video VAE, audio VAE, vocoder (each trained unless its file is already in ``folder``) and the frozen text
+    encoder (made from the seed once, then read back)."""
+    files = {name: folder / f"{name}.safetensors" for name in (*CODEC_STAGES, "text_encoder")}
+    pool = None
+    if not all(files[name].is_file() for name in CODEC_STAGES):
+        pool = ClipPool(config.data, config.data.codec_clips)
+    trainers = {"video_vae": train_video_vae, "audio_vae": train_audio_vae, "vocoder": train_vocoder}
+    loaders = {"video_vae": load_video_vae, "audio_vae": load_audio_vae, "vocoder": load_vocoder}
+    modules = {}
+    for i, name in enumerate(CODEC_STAGES):
+        if not files[name].is_file():
+            log.truncate(name, 0)
+            module = trainers[name](pool, getattr(config, name), acc, log, config.seed + i + 1)
+            if acc.is_main_process:
+                module.save(files[name])
+            acc.wait_for_everyone()
+        modules[name] = loaders[name](files[name]).eval().requires_grad_(False)
+    if not files["text_encoder"].is_file():
+        if acc.is_main_process:
+            torch.manual_seed(config.seed)
+            TextEncoder.from_preset(config.text_encoder_preset).save(files["text_encoder"])
+        acc.wait_for_everyone()
+    text_encoder = load_text_encoder(files["text_encoder"]).eval().requires_grad_(False)
+    return modules["video_vae"], modules["audio_vae"], modules["vocoder"], text_encoder
+
+
+def _max_text_tokens(config: TrainConfig) -> int:
+    from ..model.uniform_dit import PRESETS
+
+    return PRESETS[config.dit.preset].model_max_length

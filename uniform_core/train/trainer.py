@@ -1,0 +1,268 @@
+"""The multi-task UniForm DiT trainer (paper III-A, III-C4, IV-A2) on accelerate.
+
+Every item of every batch draws its task (T2AV, A2V, V2A), whether its caption is replaced by the learned null
+caption (p = 0.5, for classifier-free guidance), a timestep and noise. Only the generated modality is noised; the
+conditioning one enters clean, and the loss (masked noise MSE with min-SNR weighting plus the IDDPM learned-variance
+term, ``NoiseSchedule.training_loss``) covers the generated entries only.
+
+Exact resume: the data order and all of a step's random draws are pure functions of ``(seed, step, process)``, and a
+checkpoint (``accelerator.save_state``) holds the model, EMA, optimizer, LR schedule and RNG states, so a resumed
+run repeats the loss curve of an uninterrupted one. The same code runs on a CPU, one GPU, or many GPUs and nodes
+under ``accelerate launch``; ``batch_size`` is the global batch, split over the processes.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from diffusers.optimization import get_constant_schedule_with_warmup
+from diffusers.training_utils import EMAModel
+
+from ..diffusion.schedule import NoiseSchedule
+from ..diffusion.task_latent import pack
+from ..errors import InputError
+from ..model.uniform_dit import UniFormDiT
+from ..tasks import TASKS
+from .config import DiTTrainConfig
+from .latent_cache import LatentCache
+from .log import LossLog, progress_bar
+
+logger = logging.getLogger(__name__)
+
+A2V, V2A = TASKS.index("a2v"), TASKS.index("v2a")
+STATE_FILE = "trainer_state.json"
+
+
+@dataclass
+class StepDraws:
+    """The random choices of one step for a batch of B items."""
+
+    task: torch.Tensor  # (B,) long index into TASKS
+    drop_caption: torch.Tensor  # (B,) bool: caption replaced by the learned null caption
+    one_token_null: torch.Tensor  # (B,) bool: a dropped caption takes the pipeline's no-text form (1 null token)
+    t: torch.Tensor  # (B,) long timestep in 0..num_timesteps-1
+    video_noise: torch.Tensor
+    audio_noise: torch.Tensor
+
+
+def draw_step(
+    batch: int, video_shape, audio_shape, cfg: DiTTrainConfig, generator: torch.Generator, num_timesteps: int
+) -> StepDraws:
+    """Draw tasks (weighted by ``cfg.task_weights``), caption drops (``cfg.caption_dropout``), timesteps
+    (uniform) and noise for ``batch`` items with ``generator``. Half of the dropped captions use the one-token null
+    caption the pipeline runs with when no text is given, the other half the CFG form (null tokens under the
+    prompt's mask)."""
+    weights = torch.tensor(cfg.task_weights, dtype=torch.float64)
+    return StepDraws(
+        task=torch.multinomial(weights, batch, replacement=True, generator=generator),
+        drop_caption=torch.rand(batch, generator=generator) < cfg.caption_dropout,
+        one_token_null=torch.rand(batch, generator=generator) < 0.5,
+        t=torch.randint(0, num_timesteps, (batch,), generator=generator),
+        video_noise=torch.randn(batch, *video_shape, generator=generator),
+        audio_noise=torch.randn(batch, *audio_shape, generator=generator),
+    )
+
+
+def generated_masks(task: torch.Tensor, video: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
+    """(B, D) float in the packed layout: 1 on the entries item b's task generates, 0 on its clean condition."""
+    gen_video = (task != V2A).float().view(-1, 1, 1, 1, 1).expand_as(video)
+    gen_audio = (task != A2V).float().view(-1, 1, 1, 1).expand_as(audio)
+    return pack(gen_video, gen_audio)
+
+
+def diffusion_loss(
+    model: torch.nn.Module,
+    dit: UniFormDiT,
+    schedule: NoiseSchedule,
+    batch: dict[str, torch.Tensor],
+    draws: StepDraws,
+    snr_gamma: float | None,
+) -> dict[str, torch.Tensor]:
+    """UniForm's training loss for one batch (``video``, ``audio``, ``y``, ``mask`` from the latent cache).
+
+    ``model`` is what is called (the DiT, or accelerate's wrapper of it); ``dit`` is the bare DiT that holds the
+    null caption. Returns ``loss``, ``mse`` and ``vb`` scalars (see ``NoiseSchedule.training_loss``).
+    """
+    video, audio = batch["video"], batch["audio"]
+    device = video.device
+    task, t = draws.task.to(device), draws.t.to(device)
+    x0 = pack(video, audio)
+    noise = pack(draws.video_noise.to(device), draws.audio_noise.to(device))
+    generated = generated_masks(task, video, audio)
+    x_t = schedule.q_sample(x0, t, noise, generated)
+    video_t, audio_t = x_t[:, : video[0].numel()].view_as(video), x_t[:, video[0].numel() :].view_as(audio)
+
+    y, mask = batch["y"], batch["mask"]
+    drop = draws.drop_caption.to(device)
+    y = torch.where(drop[:, None, None], dit.null_caption(y.shape[0], y.shape[1]).to(y.dtype), y)
+    first_only = torch.zeros_like(mask)
+    first_only[:, 0] = True
+    mask = torch.where((drop & draws.one_token_null.to(device))[:, None], first_only, mask)
+
+    video_out, audio_out = model(video_t, audio_t, t.float(), y, mask, task)
+    cv, ca = video.shape[1], audio.shape[1]
+    eps = pack(video_out[:, :cv], audio_out[:, :ca])
+    var = pack(video_out[:, cv:], audio_out[:, ca:])
+    return schedule.training_loss(eps, var, x0, x_t, t, noise, generated, snr_gamma=snr_gamma)
+
+
+class DiTTrainer:
+    """Trains a UniForm DiT on a :class:`LatentCache`; checkpoints go to ``run_dir/checkpoints/step_XXXXXX``."""
+
+    def __init__(
+        self,
+        cfg: DiTTrainConfig,
+        cache: LatentCache,
+        run_dir: str | Path,
+        accelerator: Accelerator,
+        seed: int = 0,
+        log: LossLog | None = None,
+    ):
+        world = accelerator.num_processes
+        if cfg.batch_size % world:
+            raise InputError(f"dit.batch_size {cfg.batch_size} must divide evenly over {world} processes")
+        if cfg.batch_size > len(cache):
+            raise InputError(f"dit.batch_size {cfg.batch_size} is larger than the {len(cache)} cached clips")
+        self.cfg, self.cache, self.accelerator, self.seed = cfg, cache, accelerator, seed
+        self.run_dir = Path(run_dir)
+        self.log = log or LossLog(self.run_dir / "train_log.jsonl", accelerator)
+        self.schedule = NoiseSchedule()
+        torch.manual_seed(seed)
+        self.dit = UniFormDiT.from_preset(cfg.preset)
+        if self.dit.config.caption_channels != cache.text.shape[-1]:
+            raise InputError(
+                f"DiT preset {cfg.preset!r} takes {self.dit.config.caption_channels}-d captions but the cached text "
+                f"embeddings are {cache.text.shape[-1]}-d; use the text encoder that matches the preset"
+            )
+        optimizer = torch.optim.AdamW(
+            self.dit.parameters(), lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay
+        )
+        scheduler = get_constant_schedule_with_warmup(optimizer, cfg.warmup_steps)
+        self.ema = EMAModel(self.dit.parameters(), decay=cfg.ema_decay, use_ema_warmup=True, power=2 / 3)
+        self.model, self.optimizer, self.scheduler = accelerator.prepare(self.dit, optimizer, scheduler)
+        self.ema.to(accelerator.device)
+        accelerator.register_for_checkpointing(self.ema)
+        self.step = 0
+
+    # ---- data order and draws: pure functions of (seed, step, process) ----
+
+    def batch_indices(self, step: int) -> torch.Tensor:
+        """Cache rows of this process's share of global batch ``step`` (a fresh permutation every epoch)."""
+        n, size = len(self.cache), self.cfg.batch_size
+        per_epoch = n // size
+        epoch, k = divmod(step, per_epoch)
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed * 1_000_003 + epoch))
+        share = size // self.accelerator.num_processes
+        start = k * size + self.accelerator.process_index * share
+        return order[start : start + share]
+
+    def step_generator(self, step: int) -> torch.Generator:
+        rank = self.accelerator.process_index
+        return torch.Generator().manual_seed((self.seed * 1_000_003 + step) * 1_009 + rank + 1)
+
+    # ---- one step ----
+
+    def train_step(self) -> dict[str, float]:
+        """Run global step ``self.step + 1``; returns its losses averaged over processes, and the LR used."""
+        cfg, acc = self.cfg, self.accelerator
+        batch = self.cache.batch(self.batch_indices(self.step), acc.device)
+        draws = draw_step(
+            batch["video"].shape[0], batch["video"].shape[1:], batch["audio"].shape[1:], cfg,
+            self.step_generator(self.step), self.schedule.num_timesteps,
+        )  # fmt: skip
+        self.model.train()
+        lr = self.scheduler.get_last_lr()[0]
+        with acc.autocast():
+            terms = diffusion_loss(
+                self.model, acc.unwrap_model(self.model), self.schedule, batch, draws, cfg.snr_gamma
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        acc.backward(terms["loss"])
+        if cfg.grad_clip:
+            acc.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.ema.step(acc.unwrap_model(self.model).parameters())
+        self.step += 1
+        values = {k: acc.reduce(v.detach(), "mean").item() for k, v in terms.items()}
+        return {**values, "lr": lr}
+
+    # ---- the loop ----
+
+    def train(self, steps: int | None = None, max_minutes: float | None = None) -> int:
+        """Train until global step ``steps`` (default ``cfg.steps``) or for ``max_minutes``; checkpoints every
+        ``cfg.checkpoint_every`` steps and at the end. Returns the step reached."""
+        cfg, acc = self.cfg, self.accelerator
+        steps = cfg.steps if steps is None else steps
+        start = time.monotonic()
+        bar = progress_bar(acc, steps, "dit", initial=self.step)
+        sums: dict[str, float] = {}
+        while self.step < steps:
+            values = self.train_step()
+            for k, v in values.items():
+                sums[k] = sums.get(k, 0.0) + v
+            count = (self.step - 1) % cfg.log_every + 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{values['loss']:.4f}")
+            if self.step % cfg.log_every == 0 or self.step == steps:
+                self.log.write(stage="dit", step=self.step, **{k: v / count for k, v in sums.items()})
+                sums = {}
+            out_of_time = max_minutes is not None and time.monotonic() - start > 60 * max_minutes
+            if self.step % cfg.checkpoint_every == 0 or self.step == steps or out_of_time:
+                self.save_checkpoint()
+            if out_of_time:
+                logger.warning("dit: stopped at step %d after the %g-minute limit", self.step, max_minutes)
+                break
+        bar.close()
+        return self.step
+
+    # ---- checkpoints ----
+
+    def save_checkpoint(self) -> Path:
+        """``run_dir/checkpoints/step_XXXXXX`` via ``accelerator.save_state`` plus the step; keeps the newest
+        ``cfg.keep_checkpoints``."""
+        acc = self.accelerator
+        folder = self.run_dir / "checkpoints" / f"step_{self.step:06d}"
+        acc.wait_for_everyone()
+        acc.save_state(str(folder))
+        if acc.is_main_process:
+            (folder / STATE_FILE).write_text(json.dumps({"step": self.step, "seed": self.seed}) + "\n")
+            for old in sorted((self.run_dir / "checkpoints").glob("step_*"))[: -self.cfg.keep_checkpoints]:
+                shutil.rmtree(old)
+        acc.wait_for_everyone()
+        return folder
+
+    def load_checkpoint(self, folder: str | Path) -> None:
+        """Restore a checkpoint written by :meth:`save_checkpoint` (the loss log is cut back to its step)."""
+        folder = Path(folder)
+        state_file = folder / STATE_FILE
+        if not state_file.is_file():
+            raise InputError(f"--resume {str(folder)!r} is not a DiT checkpoint folder (no {STATE_FILE} in it)")
+        state = json.loads(state_file.read_text())
+        if state["seed"] != self.seed:
+            raise InputError(f"checkpoint {folder} was trained with seed {state['seed']}, the config has {self.seed}")
+        self.accelerator.load_state(str(folder))
+        self.ema.to(self.accelerator.device)
+        self.step = int(state["step"])
+        self.log.truncate("dit", self.step)
+        logger.info("resumed DiT training from %s at step %d", folder, self.step)
+
+    def ema_dit(self) -> UniFormDiT:
+        """A copy of the DiT holding the EMA weights, on the CPU, in eval mode."""
+        dit = copy.deepcopy(self.accelerator.unwrap_model(self.model)).cpu()
+        self.ema.copy_to(dit.parameters())
+        return dit.eval()
+
+
+def latest_checkpoint(run_dir: str | Path) -> Path | None:
+    """The newest ``checkpoints/step_*`` folder of a run, or None."""
+    found = sorted((Path(run_dir) / "checkpoints").glob("step_*"))
+    return found[-1] if found else None
