@@ -166,17 +166,12 @@ def random_bundle(preset: str, device: str | torch.device = "cpu") -> Bundle:
     from .model.uniform_dit import UniFormDiT
 
     torch.manual_seed(0)
-    with torch.device(device):  # initialise in place: 1.9B parameters are slow to initialise on the CPU
-        bundle = Bundle(
-            dit=UniFormDiT.from_preset("xl"),
-            video_vae=VideoVAE.from_preset("opensora-v1.2"),
-            audio_codec=AudioCodec(AudioVAE.from_preset("audioldm-s-full"), Vocoder.from_preset("audioldm-s-full")),
-            text_encoder=TextEncoder.from_preset("flan-t5-large-random"),
-            name="xl (random weights)",
-            height=256,
-            width=256,
-            duration=4,
-        )
+    with torch.device(device):  # initialise the big three in place: 1.9B parameters are slow to fill on the CPU
+        dit = UniFormDiT.from_preset("xl")
+        video_vae = VideoVAE.from_preset("opensora-v1.2")
+        text_encoder = TextEncoder.from_preset("flan-t5-large-random")
+    audio_codec = AudioCodec(AudioVAE.from_preset("audioldm-s-full"), Vocoder.from_preset("audioldm-s-full"))
+    bundle = Bundle(dit, video_vae, audio_codec, text_encoder, "xl (random weights)", 256, 256, 4)
     for module in bundle.modules().values():
         module.eval().requires_grad_(False)
     return bundle
