@@ -401,3 +401,39 @@ def test_vggish_front_end_and_loading(tmp_path):
     torch.save({"features.0.weight": torch.zeros(64, 1, 3, 3)}, bad)
     with pytest.raises(CheckpointError, match="missing keys"):
         load_feature_extractor("vggish", bad)
+
+
+def test_i3d_layout_preprocessing_and_loading(tmp_path):
+    from uniform_core.errors import UniFormError
+    from uniform_core.eval.frechet import kernel_distance, load_feature_extractor
+    from uniform_core.eval.i3d import I3D, preprocess
+
+    torch.manual_seed(0)
+    model = I3D()
+    shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    # pytorch-i3d's names and sizes, which i3d_pretrained_400.pt is stored under (12.7 M parameters).
+    assert shapes["Conv3d_1a_7x7.conv3d.weight"] == (64, 3, 7, 7, 7)
+    assert shapes["Conv3d_2c_3x3.bn.running_var"] == (192,)
+    assert shapes["Mixed_4f.b3b.conv3d.weight"] == (128, 528, 1, 1, 1)
+    assert shapes["Mixed_5c.b1b.conv3d.weight"] == (384, 192, 3, 3, 3)
+    assert shapes["logits.conv3d.weight"] == (400, 1024, 1, 1, 1) and "logits.conv3d.bias" in shapes
+    assert sum(p.numel() for p in model.parameters()) == 12_697_264
+
+    video = torch.rand(10, 48, 80, 3)
+    x = preprocess(video)
+    assert x.shape == (3, 10, 224, 224) and -1 <= x.min() and x.max() <= 1
+    assert torch.allclose(preprocess(torch.full((9, 32, 32, 3), 0.75)), torch.tensor(0.5))
+
+    # A file saved without BatchNorm's batch counters (older PyTorch) still loads.
+    path = tmp_path / "i3d_pretrained_400.pt"
+    state = {k: v.half() for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")}
+    torch.save(state, path)
+    loaded = load_feature_extractor("i3d", path)
+    clips = torch.stack([make_clip(s).frames[:9] for s in (0, 1)])
+    feats = loaded(clips)
+    assert feats.shape == (2, 400) and torch.isfinite(feats).all()
+    assert kernel_distance(feats, feats + 1.0) > 0
+    with pytest.raises(InputError, match="T >= 9"):
+        loaded(clips[:, :4])
+    with pytest.raises(UniFormError, match="PANNs"):
+        load_feature_extractor("panns", path)

@@ -114,8 +114,8 @@ def load_feature_extractor(kind: str, weights_path=None) -> FeatureExtractor:
     """The ``kind`` ("vggish", "panns" or "i3d") feature network with the weights at ``weights_path``.
 
     Raises CheckpointError naming the file and where to get it when the path is not given or does not exist, or
-    when the file does not fit. VGGish is built in (:mod:`uniform_core.eval.vggish`); PANNs and I3D are not yet, so
-    for them bring your own :class:`FeatureExtractor`.
+    when the file does not fit. VGGish (:mod:`~uniform_core.eval.vggish`, FAD) and I3D (:mod:`~uniform_core.eval.i3d`,
+    FVD/KVD) are built in; PANNs is not yet, so for FD bring your own :class:`FeatureExtractor`.
     """
     if kind not in WEIGHTS:
         raise InputError(f"feature extractor kind must be one of {', '.join(WEIGHTS)}; got {kind!r}")
@@ -128,15 +128,21 @@ def load_feature_extractor(kind: str, weights_path=None) -> FeatureExtractor:
     path = Path(weights_path).expanduser()
     if not path.is_file():
         raise CheckpointError(f"{kind} weights file {str(path)!r} does not exist; expected {w.file} from {w.source}")
-    if kind == "vggish":
-        from ..checkpoint import load_matching, load_state_dict_file
-        from .vggish import VGGish
+    if kind == "panns":
+        raise UniFormError(
+            "the PANNs network is not built into uniform-av yet; compute features with your own extractor (any "
+            "callable with `name`, `dim` and `__call__(batch) -> (K, dim)`) and pass them to frechet_distance / "
+            "kernel_distance"
+        )
+    from ..checkpoint import load_matching, load_state_dict_file
+    from .i3d import I3D
+    from .vggish import VGGish
 
-        model = VGGish()
-        load_matching(model, load_state_dict_file(path), f"VGGish weights {str(path)!r}")
-        return model.eval()
-    raise UniFormError(
-        f"the {kind} network is not built into uniform-av yet; compute features with your own extractor (any "
-        f"callable with `name`, `dim` and `__call__(batch) -> (K, dim)`) and pass them to frechet_distance / "
-        f"kernel_distance"
-    )
+    state = load_state_dict_file(path)
+    model = VGGish() if kind == "vggish" else I3D()
+    # I3D files saved before BatchNorm counted its batches lack these buffers; they do not affect eval outputs.
+    for key, value in model.state_dict().items():
+        if key.endswith("num_batches_tracked"):
+            state.setdefault(key, torch.zeros_like(value))
+    load_matching(model, state, f"{kind} weights {str(path)!r}")
+    return model.eval()
