@@ -259,3 +259,17 @@ def test_the_documented_recipe_loads_and_bad_recipes_say_what_is_wrong(tmp_path)
     with pytest.raises(InputError, match="--resume"):
         resolve_run(cfg, tmp_path / "old", None)
     assert resolve_run(cfg, None, tmp_path / "old") == (tmp_path / "old", None)
+
+
+def test_a_folder_of_captioned_videos_is_a_training_set(tmp_path):
+    from uniform_core.train.data import clip_source
+    from uniform_core.train.synthetic import SyntheticSpec, make_clip, write_dataset
+
+    write_dataset(tmp_path, [3, 4], SyntheticSpec())
+    count, get = clip_source(DataConfig(folder=str(tmp_path), seconds=2, size=48))
+    clip = get(1)
+    assert count == 2 and clip.caption == make_clip(4).caption
+    assert clip.frames.shape == (34, 48, 48, 3) and clip.waveform.shape == (32000,)
+    (tmp_path / "000004.json").unlink()
+    with pytest.raises(InputError, match="000004.mp4.*no caption"):
+        get(1)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -29,8 +29,8 @@ from ..codecs.audio import AudioVAE, Vocoder
 from ..codecs.mel import MelFrontEnd, normalize_waveform
 from ..codecs.video_vae import VideoVAE
 from .config import CodecTrainConfig, DataConfig
+from .data import clip_source
 from .log import LossLog, progress_bar
-from .synthetic import SyntheticSpec, make_clip
 
 logger = logging.getLogger(__name__)
 
@@ -39,18 +39,13 @@ VOCODER_CROP_FRAMES = 48  # 0.48 s of mel per vocoder example
 STFT_RESOLUTIONS = ((512, 128, 512), (1024, 256, 1024), (256, 64, 256))  # (n_fft, hop, win), HiFi-GAN/PWG
 
 
-def data_spec(data: DataConfig) -> SyntheticSpec:
-    return SyntheticSpec(seconds=data.seconds, size=data.size, max_objects=data.max_objects)
-
-
 class ClipPool:
-    """The codec training clips, made once and held in memory: frames uint8 ``(N, T, H, W, 3)``, waveforms
-    levelled as AudioLDM does ``(N, samples)``."""
+    """The first ``count`` training clips, read once and held in memory: frames uint8 ``(N, T, H, W, 3)``,
+    waveforms levelled as AudioLDM does ``(N, samples)``."""
 
     def __init__(self, data: DataConfig, count: int):
-        spec = data_spec(data)
-        seeds = range(data.first_seed, data.first_seed + min(count, data.num_clips))
-        clips = [make_clip(s, spec) for s in seeds]
+        total, get = clip_source(data)
+        clips = [get(i) for i in range(min(count, total))]
         self.frames = torch.stack([(c.frames * 255).round().to(torch.uint8) for c in clips])
         self.waveforms = normalize_waveform(torch.stack([c.waveform for c in clips]))
 
@@ -60,14 +55,6 @@ class ClipPool:
     def pixels(self, index: torch.Tensor) -> torch.Tensor:
         """Frames of clips ``index`` as the video VAE's input ``(B, 3, T, H, W)`` in [-1, 1]."""
         return self.frames[index].permute(0, 4, 1, 2, 3).float() / 127.5 - 1
-
-
-def _batches(n: int, batch_size: int, generator: torch.Generator) -> Iterator[torch.Tensor]:
-    """Endless shuffled index batches over ``n`` items."""
-    while True:
-        order = torch.randperm(n, generator=generator)
-        for i in range(0, n - batch_size + 1, batch_size):
-            yield order[i : i + batch_size]
 
 
 def fit(
@@ -271,7 +258,7 @@ def train_vocoder(pool: ClipPool, cfg: CodecTrainConfig, accelerator: Accelerato
 
 def _crops(x: torch.Tensor, count: int, length: int, generator: torch.Generator, step: int = 1) -> torch.Tensor:
     """``count`` random crops of ``length`` along dim 1 of ``x`` ``(N, L, ...)``, starting on multiples of
-    ``step``; crops that prefer the start of a clip are as likely as any other."""
+    ``step``."""
     rows = torch.randint(x.shape[0], (count,), generator=generator).tolist()
     starts = torch.randint(math.floor((x.shape[1] - length) / step) + 1, (count,), generator=generator) * step
     return torch.stack([x[r, s : s + length] for r, s in zip(rows, starts.tolist(), strict=True)])

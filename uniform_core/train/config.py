@@ -19,7 +19,8 @@ from .synthetic import HELDOUT_FIRST_SEED
 
 @dataclass(frozen=True)
 class DataConfig:
-    """The synthetic clips: training uses seeds ``first_seed .. first_seed + num_clips - 1``."""
+    """The training clips: synthetic seeds ``first_seed .. first_seed + num_clips - 1``, or with ``folder`` the
+    first ``num_clips`` captioned video files of that folder (see ``uniform_core.train.data``)."""
 
     num_clips: int = 2048
     first_seed: int = 0
@@ -27,6 +28,7 @@ class DataConfig:
     size: int = 64
     max_objects: int = 1
     codec_clips: int = 256  # the first clips, held in memory while the codecs train
+    folder: str | None = None  # real data: video files with a .json ("caption") or .txt caption beside each
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,7 @@ class CodecTrainConfig:
     (``stage2_steps``, ``batch_size`` 17-frame chunks)."""
 
     preset: str = "tiny"
+    pretrained: str | None = None  # a file/folder its loader reads (e.g. Open-Sora VAE, AudioLDM): used, not trained
     steps: int = 1000
     stage2_steps: int = 0
     batch_size: int = 8
@@ -50,6 +53,7 @@ class DiTTrainConfig:
     """The multi-task DiT stage (paper IV-A2: AdamW-style optimiser, LR 1e-4 after 1000 linear warm-up steps)."""
 
     preset: str = "tiny"
+    init_from: str | None = None  # "opensora:FILE" (STDiT-v3) or "pixart:FILE" (PixArt-Sigma XL/2) initial weights
     steps: int = 4000
     batch_size: int = 16  # global batch, split over processes
     lr: float = 1e-4
@@ -76,6 +80,7 @@ class TrainConfig:
     seed: int = 0
     out_dir: str = "runs/uniform-tiny"
     text_encoder_preset: str = "tiny"
+    text_encoder_path: str | None = None  # a T5 folder/file to use instead of the seeded preset (e.g. FLAN-T5)
     data: DataConfig = field(default_factory=DataConfig)
     video_vae: CodecTrainConfig = field(default_factory=CodecTrainConfig)
     audio_vae: CodecTrainConfig = field(default_factory=CodecTrainConfig)
@@ -88,6 +93,8 @@ class TrainConfig:
             raise InputError(f"dit.caption_dropout must be in [0, 1]; got {d.caption_dropout!r}")
         if len(d.task_weights) != len(TASKS) or min(d.task_weights) < 0 or sum(d.task_weights) <= 0:
             raise InputError(f"dit.task_weights must be {len(TASKS)} weights >= 0 for {TASKS}; got {d.task_weights}")
+        if d.init_from is not None and d.init_from.partition(":")[0] not in ("opensora", "pixart"):
+            raise InputError(f"dit.init_from must be 'opensora:FILE' or 'pixart:FILE'; got {d.init_from!r}")
         if d.mixed_precision not in ("no", "fp16", "bf16"):
             raise InputError(f"dit.mixed_precision must be 'no', 'fp16' or 'bf16'; got {d.mixed_precision!r}")
         for name, stage in (("video_vae", self.video_vae), ("audio_vae", self.audio_vae), ("vocoder", self.vocoder)):

@@ -24,7 +24,7 @@ from ..codecs.text import TextEncoder
 from ..codecs.video_vae import VideoVAE
 from ..errors import CheckpointError
 from .config import DataConfig
-from .synthetic import SyntheticSpec, make_clip
+from .data import clip_source
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +34,8 @@ CACHE_KIND = "uniform_latent_cache"
 @dataclass
 class LatentCache:
     """Per clip i: ``video[i]`` (4, 5 s, H/8, W/8), ``audio[i]`` (8, 25 s, 16), ``text[i]`` (L, D) with
-    ``text_mask[i]`` (L,) bool (True = a real token), all float32 on the CPU; ``seeds[i]`` made the clip."""
+    ``text_mask[i]`` (L,) bool (True = a real token), all float32 on the CPU; ``seeds[i]`` made the clip (for a
+    folder: ``first_seed`` + its index)."""
 
     video: torch.Tensor
     audio: torch.Tensor
@@ -102,17 +103,16 @@ def build_latent_cache(
     chunk: int = 16,
     progress: Callable[[int], None] | None = None,
 ) -> LatentCache:
-    """Encode clips ``data.first_seed ..`` (``data.num_clips`` of them) once, ``chunk`` clips per encoder call.
+    """Encode every training clip (see ``data.clip_source``) once, ``chunk`` clips per encoder call.
 
     Latents are posterior means, as the pipeline encodes conditions; captions are cut to ``max_text_tokens`` (the
     DiT's ``model_max_length``). ``progress(n)`` is called with the number of clips done after each chunk.
     """
-    spec = SyntheticSpec(seconds=data.seconds, size=data.size, max_objects=data.max_objects)
+    total, get = clip_source(data)
     device = next(video_vae.parameters()).device
-    seeds = list(range(data.first_seed, data.first_seed + data.num_clips))
     videos, audios, texts, masks, captions = [], [], [], [], []
-    for start in range(0, len(seeds), chunk):
-        clips = [make_clip(s, spec) for s in seeds[start : start + chunk]]
+    for start in range(0, total, chunk):
+        clips = [get(i) for i in range(start, min(start + chunk, total))]
         pixels = torch.stack([c.frames for c in clips]).permute(0, 4, 1, 2, 3) * 2 - 1  # (B, 3, T, H, W)
         videos.append(video_vae.encode(pixels.to(device), deterministic=True).float().cpu())
         waves = torch.stack([c.waveform for c in clips]).to(device)
@@ -127,7 +127,7 @@ def build_latent_cache(
     text = torch.cat([torch.nn.functional.pad(t, (0, 0, 0, length - t.shape[1])) for t in texts])
     text_mask = torch.cat([torch.nn.functional.pad(m, (0, length - m.shape[1])) for m in masks])
     return LatentCache(
-        torch.cat(videos), torch.cat(audios), text, text_mask, torch.tensor(seeds), captions,
+        torch.cat(videos), torch.cat(audios), text, text_mask, torch.arange(total) + data.first_seed, captions,
         fingerprint(data, video_vae, audio_codec, text_encoder),
     )  # fmt: skip
 

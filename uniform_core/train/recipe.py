@@ -128,24 +128,29 @@ def train_bundle(
 
 
 def train_codecs(config: TrainConfig, folder: Path, acc: Accelerator, log: LossLog):
-    """Video VAE, audio VAE, vocoder (each trained unless its file is already in ``folder``) and the frozen text
-    encoder (made from the seed once, then read back)."""
+    """Video VAE, audio VAE, vocoder (each loaded from its ``pretrained`` path, or trained unless its file is
+    already in ``folder``) and the frozen text encoder (``text_encoder_path``, or made from the seed once)."""
     files = {name: folder / f"{name}.safetensors" for name in (*CODEC_STAGES, "text_encoder")}
+    for name in CODEC_STAGES:
+        if getattr(config, name).pretrained is not None:
+            files[name] = Path(getattr(config, name).pretrained)
+    if config.text_encoder_path is not None:
+        files["text_encoder"] = Path(config.text_encoder_path)
     pool = None
-    if not all(files[name].is_file() for name in CODEC_STAGES):
+    if not all(files[name].exists() for name in CODEC_STAGES):
         pool = ClipPool(config.data, config.data.codec_clips)
     trainers = {"video_vae": train_video_vae, "audio_vae": train_audio_vae, "vocoder": train_vocoder}
     loaders = {"video_vae": load_video_vae, "audio_vae": load_audio_vae, "vocoder": load_vocoder}
     modules = {}
     for i, name in enumerate(CODEC_STAGES):
-        if not files[name].is_file():
+        if not files[name].exists():
             log.truncate(name, 0)
             module = trainers[name](pool, getattr(config, name), acc, log, config.seed + i + 1)
             if acc.is_main_process:
                 module.save(files[name])
             acc.wait_for_everyone()
         modules[name] = loaders[name](files[name]).eval().requires_grad_(False)
-    if not files["text_encoder"].is_file():
+    if not files["text_encoder"].exists():
         if acc.is_main_process:
             torch.manual_seed(config.seed)
             TextEncoder.from_preset(config.text_encoder_preset).save(files["text_encoder"])

@@ -136,7 +136,7 @@ class DiTTrainer:
         self.log = log or LossLog(self.run_dir / "train_log.jsonl", accelerator)
         self.schedule = NoiseSchedule()
         torch.manual_seed(seed)
-        self.dit = UniFormDiT.from_preset(cfg.preset)
+        self.dit = initial_dit(cfg)
         if self.dit.config.caption_channels != cache.text.shape[-1]:
             raise InputError(
                 f"DiT preset {cfg.preset!r} takes {self.dit.config.caption_channels}-d captions but the cached text "
@@ -260,6 +260,21 @@ class DiTTrainer:
         dit = copy.deepcopy(self.accelerator.unwrap_model(self.model)).cpu()
         self.ema.copy_to(dit.parameters())
         return dit.eval()
+
+
+def initial_dit(cfg: DiTTrainConfig) -> UniFormDiT:
+    """A fresh DiT of ``cfg.preset``, or one whose shared part comes from ``cfg.init_from`` (paper IV-A2 starts
+    from image-generation weights)."""
+    if cfg.init_from is None:
+        return UniFormDiT.from_preset(cfg.preset)
+    from ..model.init_weights import init_from_opensora, init_from_pixart
+    from ..model.uniform_dit import PRESETS
+
+    kind, _, path = cfg.init_from.partition(":")
+    init = init_from_opensora if kind == "opensora" else init_from_pixart
+    dit, report = init(path, PRESETS[cfg.preset])
+    logger.info("%s", report.summary())
+    return dit
 
 
 def latest_checkpoint(run_dir: str | Path) -> Path | None:
