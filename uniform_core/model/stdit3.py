@@ -227,9 +227,14 @@ def default_conditions(batch: int, latent_h: int, latent_w: int, fps, height, wi
     if fps.numel() not in (1, batch):
         raise InputError(f"fps must be a number or have shape ({batch},); got {tuple(fps.shape)}")
     fps = fps.expand(batch)
-    height = float(latent_h * VIDEO_DOWNSAMPLE if height is None else torch.as_tensor(height).reshape(-1)[0])
-    width = float(latent_w * VIDEO_DOWNSAMPLE if width is None else torch.as_tensor(width).reshape(-1)[0])
+    height = float(latent_h * VIDEO_DOWNSAMPLE if height is None else _first(height))
+    width = float(latent_w * VIDEO_DOWNSAMPLE if width is None else _first(width))
     return fps, height, width
+
+
+def _first(value):
+    """A number as it is (a tensor read here would break a compiled graph); else the first entry, as Open-Sora."""
+    return value if isinstance(value, (int, float)) else torch.as_tensor(value).reshape(-1)[0]
 
 
 def drop_padding_tail(y: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
