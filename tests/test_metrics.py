@@ -435,5 +435,61 @@ def test_i3d_layout_preprocessing_and_loading(tmp_path):
     assert kernel_distance(feats, feats + 1.0) > 0
     with pytest.raises(InputError, match="T >= 9"):
         loaded(clips[:, :4])
-    with pytest.raises(UniFormError, match="PANNs"):
-        load_feature_extractor("panns", path)
+    with pytest.raises(UniFormError, match="panns weights .* missing keys"):
+        load_feature_extractor("panns", path)  # an I3D file is no PANNs file
+
+
+def test_panns_front_end_and_loading(tmp_path):
+    librosa = pytest.importorskip("librosa")
+    from uniform_core.eval.frechet import frechet_distance, load_feature_extractor
+    from uniform_core.eval.panns import Cnn14
+
+    torch.manual_seed(0)
+    model = Cnn14().eval()
+    mel = librosa.filters.mel(sr=16000, n_fft=512, n_mels=64, fmin=50, fmax=8000).T  # torchlibrosa's melW
+    np.testing.assert_allclose(model.logmel_extractor.melW.numpy(), mel, atol=1e-6)
+    wave = make_clip(0).waveform[None]
+    power = model.spectrogram_extractor(wave)
+    ref = torch.stft(
+        wave, 512, 160, window=torch.hann_window(512), center=True, pad_mode="reflect", return_complex=True
+    )
+    torch.testing.assert_close(power[:, 0], ref.abs().square().transpose(1, 2), rtol=1e-4, atol=1e-4)
+
+    path = tmp_path / "Cnn14_16k_mAP=0.438.pth"
+    torch.save({"model": {k: v.half() for k, v in model.state_dict().items()}}, path)  # PANNs nests under "model"
+    loaded = load_feature_extractor("panns", path)
+    batch = torch.stack([make_clip(s).waveform for s in (0, 1)])
+    emb = loaded(batch)
+    assert emb.shape == (2, 2048) and (emb >= 0).all()
+    torch.testing.assert_close(loaded.logits(batch[:1]), loaded.fc_audioset(emb[:1]))
+    assert loaded(batch[:1, :8000]).shape == (1, 2048)  # short clips are padded to 2 s, as audioldm_eval does
+    assert frechet_distance(emb, emb) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_kl_and_inception_score_match_their_definitions():
+    from uniform_core.eval.frechet import inception_score, kl_divergence
+
+    rng = np.random.default_rng(1)
+    gen, ref = rng.standard_normal((20, 7)), rng.standard_normal((20, 7))
+
+    def softmax(x):
+        e = np.exp(x - x.max(1, keepdims=True))
+        return e / e.sum(1, keepdims=True)
+
+    p_ref, p_gen = softmax(ref), softmax(gen)
+    expected = (p_ref * (np.log(p_ref) - np.log(p_gen + 1e-6))).sum() / 20
+    assert kl_divergence(gen, ref) == pytest.approx(expected, rel=1e-9)
+    s_ref, s_gen = 1 / (1 + np.exp(-ref)), 1 / (1 + np.exp(-gen))
+    expected = (s_ref * (np.log(s_ref) - np.log(s_gen + 1e-6))).sum() / 20
+    assert kl_divergence(gen, ref, variant="sigmoid") == pytest.approx(expected, rel=1e-9)
+    assert kl_divergence(ref, ref) == pytest.approx(0.0, abs=1e-4)
+
+    # 40 confident clips over 8 classes: IS is the number of classes; one class only: IS is 1.
+    confident = np.full((40, 8), -20.0)
+    confident[np.arange(40), np.arange(40) % 8] = 20.0
+    assert inception_score(confident, splits=1)[0] == pytest.approx(8.0, rel=1e-6)
+    mean, std = inception_score(confident, splits=4)
+    assert 1.0 < mean < 8.0 and std > 0  # shuffled splits of 10 see fewer than all 8 classes evenly
+    assert inception_score(np.tile(confident[:1], (40, 1)), splits=4) == pytest.approx((1.0, 0.0))
+    with pytest.raises(InputError, match="splits"):
+        inception_score(confident, splits=41)

@@ -1,8 +1,9 @@
-"""Distribution distances on feature sets: Frechet distance (FAD, FD, FVD) and polynomial-kernel MMD (KID, KVD).
+"""Distribution metrics on features: Frechet distance (FAD, FD, FVD), polynomial-kernel MMD (KID, KVD), and the
+classifier-based KL and Inception Score, as audioldm_eval and MM-Diffusion compute them.
 
-The maths is here in full; the feature networks (VGGish for FAD, PANNs CNN14 for FD, I3D for FVD/KVD) need weight
-files that cannot be shipped or downloaded, so :func:`load_feature_extractor` takes a user-supplied path and says
-where each file comes from. Any object following :class:`FeatureExtractor` can be plugged in instead.
+The feature networks (VGGish for FAD, PANNs CNN14 for FD/KL/IS, I3D for FVD/KVD) need weight files that cannot be
+shipped or downloaded, so :func:`load_feature_extractor` takes a user-supplied path and says where each file comes
+from. Any object following :class:`FeatureExtractor` can be plugged in instead.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 import torch
 
-from ..errors import CheckpointError, InputError, UniFormError
+from ..errors import CheckpointError, InputError
 
 
 def _features(x, name: str) -> np.ndarray:
@@ -69,6 +70,48 @@ def kernel_distance(feats_a, feats_b, degree: int = 3, gamma: float | None = Non
     return float(within_a + within_b - 2 * k_ab.mean())
 
 
+def _logits(x, name: str) -> torch.Tensor:
+    t = torch.as_tensor(x).detach().cpu().double()
+    if t.ndim != 2 or t.shape[0] < 1:
+        raise InputError(f"{name} must be class logits (N, classes); got shape {tuple(t.shape)}")
+    return t
+
+
+def kl_divergence(logits_gen, logits_ref, variant: str = "softmax") -> float:
+    """Mean KL(ref || gen) over paired clips from classifier logits (N, classes), as audioldm_eval's KL:
+    ``sum kl_div(log(p_gen + 1e-6), p_ref) / N`` with ``p = softmax`` (AudioGen's form) or ``sigmoid``."""
+    gen, ref = _logits(logits_gen, "logits_gen"), _logits(logits_ref, "logits_ref")
+    if gen.shape != ref.shape:
+        raise InputError(f"KL pairs generated and reference clips; shapes differ: {gen.shape} vs {ref.shape}")
+    if variant not in ("softmax", "sigmoid"):
+        raise InputError(f"variant must be 'softmax' or 'sigmoid'; got {variant!r}")
+
+    def prob(x: torch.Tensor) -> torch.Tensor:
+        return x.softmax(dim=1) if variant == "softmax" else x.sigmoid()
+
+    kl = torch.nn.functional.kl_div((prob(gen) + 1e-6).log(), prob(ref), reduction="sum")
+    return float(kl / len(gen))
+
+
+def inception_score(logits, splits: int = 10, shuffle_seed: int | None = 2020) -> tuple[float, float]:
+    """Inception Score (mean, std over ``splits``) from classifier logits (N, classes), as audioldm_eval computes
+    it: rows shuffled with ``numpy.random.RandomState(shuffle_seed)`` (None keeps the order), then per split
+    ``exp(mean_i KL(p_i || mean p))``."""
+    p_logits = _logits(logits, "logits")
+    n = len(p_logits)
+    if not 1 <= splits <= n:
+        raise InputError(f"splits must be between 1 and the number of clips ({n}); got {splits!r}")
+    if shuffle_seed is not None:
+        p_logits = p_logits[np.random.RandomState(shuffle_seed).permutation(n)]
+    p, log_p = p_logits.softmax(dim=1), p_logits.log_softmax(dim=1)
+    scores = []
+    for i in range(splits):
+        chunk = slice(i * n // splits, (i + 1) * n // splits)
+        q = p[chunk].mean(dim=0, keepdim=True)
+        scores.append(float((p[chunk] * (log_p[chunk] - q.log())).sum(dim=1).mean().exp()))
+    return float(np.mean(scores)), float(np.std(scores))
+
+
 @runtime_checkable
 class FeatureExtractor(Protocol):
     """Maps a batch of clips to feature rows (K, dim): one per clip (I3D) or one per fixed-length example, pooled
@@ -114,8 +157,8 @@ def load_feature_extractor(kind: str, weights_path=None) -> FeatureExtractor:
     """The ``kind`` ("vggish", "panns" or "i3d") feature network with the weights at ``weights_path``.
 
     Raises CheckpointError naming the file and where to get it when the path is not given or does not exist, or
-    when the file does not fit. VGGish (:mod:`~uniform_core.eval.vggish`, FAD) and I3D (:mod:`~uniform_core.eval.i3d`,
-    FVD/KVD) are built in; PANNs is not yet, so for FD bring your own :class:`FeatureExtractor`.
+    when the file does not fit. The networks: :mod:`~uniform_core.eval.vggish` (FAD), :mod:`~uniform_core.eval.panns`
+    (FD; its ``logits`` for KL and IS) and :mod:`~uniform_core.eval.i3d` (FVD, KVD).
     """
     if kind not in WEIGHTS:
         raise InputError(f"feature extractor kind must be one of {', '.join(WEIGHTS)}; got {kind!r}")
@@ -128,18 +171,13 @@ def load_feature_extractor(kind: str, weights_path=None) -> FeatureExtractor:
     path = Path(weights_path).expanduser()
     if not path.is_file():
         raise CheckpointError(f"{kind} weights file {str(path)!r} does not exist; expected {w.file} from {w.source}")
-    if kind == "panns":
-        raise UniFormError(
-            "the PANNs network is not built into uniform-av yet; compute features with your own extractor (any "
-            "callable with `name`, `dim` and `__call__(batch) -> (K, dim)`) and pass them to frechet_distance / "
-            "kernel_distance"
-        )
     from ..checkpoint import load_matching, load_state_dict_file
     from .i3d import I3D
+    from .panns import Cnn14
     from .vggish import VGGish
 
     state = load_state_dict_file(path)
-    model = VGGish() if kind == "vggish" else I3D()
+    model = {"vggish": VGGish, "panns": Cnn14, "i3d": I3D}[kind]()
     # I3D files saved before BatchNorm counted its batches lack these buffers; they do not affect eval outputs.
     for key, value in model.state_dict().items():
         if key.endswith("num_batches_tracked"):
