@@ -94,6 +94,19 @@ def test_loaders_list_the_model_folder_and_the_embedded_default(pack):
     assert sorted(files) == sorted(f"tiny/{f}" for f in COMPONENT_FILES.values())
 
 
+def test_only_complete_bundle_folders_are_offered(pack, models_dir, tmp_path, monkeypatch):
+    partial = tmp_path / "models" / "partial"
+    partial.mkdir(parents=True)
+    (partial / "dit.safetensors").write_bytes((models_dir / "tiny" / "dit.safetensors").read_bytes())
+    monkeypatch.setenv("UNIFORM_MODELS_DIR", str(tmp_path / "models"))
+    assert pack.NODE_CLASS_MAPPINGS["UniFormLoadBundle"].INPUT_TYPES()["required"]["bundle"][0] == [
+        "uniform-tiny (embedded)"
+    ]
+    assert pack.NODE_CLASS_MAPPINGS["UniFormLoadDiT"].INPUT_TYPES()["required"]["dit_name"][0] == [
+        "partial/dit.safetensors"
+    ]
+
+
 # ---- loaders ------------------------------------------------------------------------------------------------
 
 
