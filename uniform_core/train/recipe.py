@@ -78,10 +78,11 @@ def train_bundle(
     """Run the whole recipe; returns the bundle folder (``<run>/bundle``), written once the DiT reaches
     ``config.dit.steps`` (a run stopped by ``dit.max_minutes`` returns its run folder's latest bundle path all
     the same, written from the EMA weights of the step reached)."""
-    run, checkpoint = resolve_run(config, out_dir, resume)
     # the codecs get their own accelerator so that DiT checkpoints hold the DiT's state only
     codec_acc = make_accelerator(config.dit.mixed_precision)
     started = time.monotonic()
+    run, checkpoint = resolve_run(config, out_dir, resume)
+    codec_acc.wait_for_everyone()  # every process has looked at the run folder before the main one writes to it
     if codec_acc.is_main_process:
         run.mkdir(parents=True, exist_ok=True)
         (run / "config.json").write_text(json.dumps(config.to_dict(), indent=1) + "\n")
