@@ -93,14 +93,19 @@ def fit(
 # ---- video VAE ----------------------------------------------------------------------------------------------------
 
 
+def pixel_loss(recon: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """L1 + MSE over ``(B, 3, ..., W)`` pixels in [-1, 1], where pixels that differ from their row's median colour
+    (what stands out from the backdrop: the sounding objects) weigh :data:`FOREGROUND_WEIGHT` times more."""
+    background = target.median(dim=-1, keepdim=True).values
+    weight = 1 + (FOREGROUND_WEIGHT - 1) * ((target - background).abs().sum(1, keepdim=True) > 0.1).float()
+    err = (recon - target).abs()
+    return ((err + err**2) * weight).mean() / weight.mean()
+
+
 class SpatialVAEObjective(nn.Module):
     """Stage 1 of the video VAE: frame L1 + MSE reconstruction by the 2D VAE plus ``kl_weight`` x its per-element
-    KL. Input: frames ``(B, 3, H, W)`` in [-1, 1].
-
-    Pixels that differ from their row's median colour (what stands out from the backdrop: the sounding objects)
-    weigh :data:`FOREGROUND_WEIGHT` times more, so a small VAE learns their shape and colour within a short run
-    instead of spending it on the plain background that covers most of each frame.
-    """
+    KL. Input: frames ``(B, 3, H, W)`` in [-1, 1]. The objects weigh more (:func:`pixel_loss`), so a small VAE
+    learns their shape and colour within a short run instead of spending it on the plain background."""
 
     def __init__(self, vae: VideoVAE, kl_weight: float):
         super().__init__()
@@ -110,10 +115,7 @@ class SpatialVAEObjective(nn.Module):
         model = self.vae.spatial_vae.module
         posterior = model.encode(frames).latent_dist
         recon = model.decode(posterior.sample()).sample
-        background = frames.median(dim=-1, keepdim=True).values  # (B, 3, H, 1)
-        weight = 1 + (FOREGROUND_WEIGHT - 1) * ((frames - background).abs().sum(1, keepdim=True) > 0.1).float()
-        err = (recon - frames).abs()
-        rec = ((err + err**2) * weight).mean() / weight.mean()
+        rec = pixel_loss(recon, frames)
         kl = posterior.kl().mean() / frames[0].numel()
         return {"loss": rec + self.kl_weight * kl, "rec": rec, "kl": kl}
 
@@ -134,6 +136,29 @@ class TemporalVAEObjective(nn.Module):
         rec = F.mse_loss(temporal.decode(z, num_frames=z2d.shape[2]), z2d) / self.latent_var
         kl = 0.5 * (mean**2 + logvar.exp() - 1 - logvar).mean()
         return {"loss": rec + self.kl_weight * kl, "rec": rec, "kl": kl}
+
+
+class VideoDecoderObjective(nn.Module):
+    """Stage 3 of the video VAE: both decoders (temporal, then 2D) fine-tuned on pixels of 17-frame chunks
+    ``(B, 3, 17, H, W)`` from the frozen encoders' latents, so that the errors of the two stages stop adding up
+    (e.g. colour drift through the temporal VAE). The encoders, hence every latent, stay as they were."""
+
+    def __init__(self, vae: VideoVAE):
+        super().__init__()
+        self.vae = vae.requires_grad_(False)
+        for part in (vae.temporal_vae.post_quant_conv, vae.temporal_vae.decoder):
+            part.requires_grad_(True)
+        for part in (vae.spatial_vae.module.post_quant_conv, vae.spatial_vae.module.decoder):
+            part.requires_grad_(True)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        vae, spatial = self.vae, self.vae.spatial_vae
+        with torch.no_grad():
+            z = vae.encode(x, deterministic=True) * vae.scale + vae.shift
+        rec2d = rearrange(vae.temporal_vae.decode(z, num_frames=x.shape[2]), "B C T h w -> (B T) C h w")
+        pixels = spatial.module.decode(rec2d / spatial.latent_scale).sample
+        rec = pixel_loss(rearrange(pixels, "(B T) C H W -> B C T H W", B=x.shape[0]), x)
+        return {"loss": rec, "rec": rec}
 
 
 def train_video_vae(
@@ -173,7 +198,25 @@ def train_video_vae(
     shift, scale = z.mean(dim=(0, 2, 3, 4)), z.std(dim=(0, 2, 3, 4))
     vae.set_normalization(tuple(shift.tolist()), tuple(scale.tolist()))
     logger.info("video VAE latent shift %s scale %s", shift.tolist(), scale.tolist())
-    return vae.eval()
+    return finetune_video_decoders(vae, pool, cfg, accelerator, log, seed)
+
+
+def finetune_video_decoders(
+    vae: VideoVAE, pool: ClipPool, cfg: CodecTrainConfig, accelerator: Accelerator, log: LossLog, seed: int
+) -> VideoVAE:
+    """Stage 3 (``cfg.stage3_steps``, ``cfg.batch_size // 4`` chunks per step): see :class:`VideoDecoderObjective`.
+    Seeded on its own, so it gives the same decoders whether it runs right after stage 2 or later on a saved VAE."""
+    torch.manual_seed(seed + 1000)
+    chunk = vae.config.micro_frame_size
+
+    def draw_chunks(generator: torch.Generator) -> torch.Tensor:
+        index = torch.randint(len(pool), (max(1, cfg.batch_size // 4),), generator=generator)
+        first = int(torch.randint(pool.frames.shape[1] // chunk, (1,), generator=generator)) * chunk
+        return pool.pixels(index)[:, :, first : first + chunk]
+
+    stage3 = dataclasses.replace(cfg, steps=cfg.stage3_steps)
+    fit("video_vae.decoders", VideoDecoderObjective(vae), draw_chunks, stage3, accelerator, log)
+    return vae.cpu().requires_grad_(False).eval()
 
 
 # ---- audio VAE ----------------------------------------------------------------------------------------------------

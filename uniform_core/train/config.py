@@ -35,12 +35,14 @@ class DataConfig:
 class CodecTrainConfig:
     """One codec's stage. ``kl_weight`` is ignored for the vocoder (it has no latent). The video VAE trains in two
     stages: its 2D VAE on frames (``steps``, ``batch_size`` frames), then its temporal VAE on the 2D latents
-    (``stage2_steps``, ``batch_size`` 17-frame chunks)."""
+    (``stage2_steps``, ``batch_size`` 17-frame chunks), then both decoders on pixels with the encoders frozen
+    (``stage3_steps``, ``batch_size // 4`` chunks)."""
 
     preset: str = "tiny"
     pretrained: str | None = None  # a file/folder its loader reads (e.g. Open-Sora VAE, AudioLDM): used, not trained
     steps: int = 1000
     stage2_steps: int = 0
+    stage3_steps: int = 0
     batch_size: int = 8
     lr: float = 1e-3
     kl_weight: float = 1e-6
