@@ -216,12 +216,12 @@ def score_outputs(outputs: Outputs, clips: list[SyntheticClip], spec: SyntheticS
     """Per-clip values of every metric that applies to the task (NaN where a clip has none, e.g. no offset when
     nothing matched).
 
-    Event F1 compares v2a: generated audio onsets with the clip's impact times; a2v: generated video impacts with
-    the clip's impact times; t2av: generated audio onsets with generated video impacts. Shuffled: output ``i``
-    against clip ``i + 1``'s reference (the next clip's impacts, or for t2av the next clip's video). AV-align is
-    computed on the audio-video pair, and shuffled on the generated modality of clip ``i`` with the other modality
-    of clip ``i + 1``. Colour: every captioned colour is in the video (tasks that make video); sound class: the
-    audio has a captioned object's sound (tasks that make audio).
+    Event F1 (with its precision, recall and event counts) compares v2a: generated audio onsets with the clip's
+    impact times; a2v: generated video impacts with the clip's impact times; t2av: generated audio onsets with
+    generated video impacts. Shuffled: output ``i`` against clip ``i + 1``'s reference (the next clip's impacts, or
+    for t2av the next clip's video). AV-align is computed on the audio-video pair, and shuffled on the generated
+    modality of clip ``i`` with the other modality of clip ``i + 1``. Colour: every captioned colour is in the
+    video (tasks that make video); sound class: the audio has a captioned object's sound (tasks that make audio).
     """
     from .av_align import av_align
 
@@ -242,6 +242,11 @@ def score_outputs(outputs: Outputs, clips: list[SyntheticClip], spec: SyntheticS
         "event_f1": [s.f1 for s in scores],
         "shuffled_event_f1": [event_f1(pred[i], ref[(i + 1) % n], EVENT_TOLERANCE_S).f1 for i in range(n)],
         "offset_ms": [s.mean_abs_offset_ms for s in scores],
+        # Diagnostics for the JSON: too few events found (recall) or invented ones (precision)?
+        "precision": [s.precision for s in scores],
+        "recall": [s.recall for s in scores],
+        "events_found": [float(s.n_pred) for s in scores],
+        "events_expected": [float(s.n_ref) for s in scores],
     }
     if "video" in outputs.generated:
         values["colour"] = [
