@@ -6,7 +6,7 @@ import sys
 # ComfyUI-Manager installs requirements.txt only, so the library beside this file is made importable here.
 _PACK_DIR = os.path.dirname(os.path.abspath(__file__))
 if _PACK_DIR not in sys.path:
-    sys.path.insert(0, _PACK_DIR)
+    sys.path.append(_PACK_DIR)  # appended: this folder also holds `nodes`, which must never shadow ComfyUI's
 
 if __package__:  # loaded by ComfyUI (or the tests) as the pack's package
     from .nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
