@@ -173,6 +173,11 @@ def _two_process_run(run_dir):
                Path(run_dir) / f"rank{rank}.pt")  # fmt: skip
 
 
+@pytest.mark.skipif(
+    os.environ.get("OMP_NUM_THREADS") != "1",
+    reason="debug_launcher forks, and a child of a process with a multi-threaded OpenMP pool can hang: "
+    "run with OMP_NUM_THREADS=1 (the README's test command and CI do)",
+)
 def test_two_cpu_processes_train_one_model_through_accelerate(tmp_path):
     debug_launcher(_two_process_run, args=(str(tmp_path),), num_processes=2)
     ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
