@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from uniform_core.errors import UniFormError
+from uniform_core.tasks import VIDEO_FPS
 
 # Private socket types: what flows between UniForm nodes only. Native types (IMAGE, AUDIO, VIDEO, FLOAT) are used
 # wherever the data has their shape, so native nodes plug in on either side.
@@ -29,3 +30,8 @@ class UniFormNode:
             return self.execute(**inputs)
         except UniFormError as e:
             raise type(e)(f"{self.DISPLAY_NAME}: {e}") from e
+
+
+def fps_input(tooltip: str) -> tuple:
+    """The frame-rate widget shared by every node that takes frames."""
+    return ("FLOAT", {"default": float(VIDEO_FPS), "min": 1.0, "max": 240.0, "step": 0.001, "tooltip": tooltip})

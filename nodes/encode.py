@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from uniform_core import media, pipeline
 from uniform_core.errors import InputError
-from uniform_core.tasks import VIDEO_FPS
 
 from . import host
-from .common import AUDIO_LATENT, AUDIO_VAE, TEXT, TEXT_ENCODER, VIDEO_LATENT, VIDEO_VAE, UniFormNode
+from .common import AUDIO_LATENT, AUDIO_VAE, TEXT, TEXT_ENCODER, VIDEO_LATENT, VIDEO_VAE, UniFormNode, fps_input
 
 _DURATION_TOOLTIP = "Whole seconds to keep (1 s = 17 frames). 0: as long as the input, up to 16 s."
 
@@ -54,16 +53,7 @@ class UniFormVideoEncode(UniFormNode):
         return {
             "required": {
                 "video_vae": (VIDEO_VAE, {"tooltip": "From UniForm Load Video VAE or Load Bundle."}),
-                "fps": (
-                    "FLOAT",
-                    {
-                        "default": float(VIDEO_FPS),
-                        "min": 1.0,
-                        "max": 240.0,
-                        "step": 0.001,
-                        "tooltip": "Frame rate of the images input (a VIDEO brings its own).",
-                    },
-                ),
+                "fps": fps_input("Frame rate of the images input (a VIDEO brings its own)."),
                 "duration": ("INT", {"default": 0, "min": 0, "max": 16, "tooltip": _DURATION_TOOLTIP}),
                 "width": ("INT", {"default": 0, "min": 0, "max": 4096, "step": 16, "tooltip": size_tooltip}),
                 "height": ("INT", {"default": 0, "min": 0, "max": 4096, "step": 16, "tooltip": size_tooltip}),

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from uniform_core import media
 from uniform_core.eval.av_align import av_align, plot_av_align
-from uniform_core.tasks import VIDEO_FPS
 
-from .common import UniFormNode
+from .common import UniFormNode, fps_input
 
 
 class UniFormAVSync(UniFormNode):
@@ -25,16 +24,7 @@ class UniFormAVSync(UniFormNode):
         return {
             "required": {
                 "frames": ("IMAGE", {"tooltip": "Video frames (T, H, W, 3), e.g. from UniForm Video Decode."}),
-                "fps": (
-                    "FLOAT",
-                    {
-                        "default": float(VIDEO_FPS),
-                        "min": 1.0,
-                        "max": 240.0,
-                        "step": 0.001,
-                        "tooltip": "Frame rate of the frames.",
-                    },
-                ),
+                "fps": fps_input("Frame rate of the frames."),
                 "audio": ("AUDIO", {"tooltip": "The sound that goes with the frames."}),
             }
         }

@@ -6,10 +6,9 @@ import torch
 
 from uniform_core import media
 from uniform_core.errors import InputError
-from uniform_core.tasks import VIDEO_FPS
 
 from . import host
-from .common import UniFormNode
+from .common import UniFormNode, fps_input
 
 
 class UniFormSaveAV(UniFormNode):
@@ -28,16 +27,7 @@ class UniFormSaveAV(UniFormNode):
         return {
             "required": {
                 "frames": ("IMAGE", {"tooltip": "Video frames (T, H, W, 3), e.g. from UniForm Video Decode."}),
-                "fps": (
-                    "FLOAT",
-                    {
-                        "default": float(VIDEO_FPS),
-                        "min": 1.0,
-                        "max": 240.0,
-                        "step": 0.001,
-                        "tooltip": "Frame rate of the frames; link it from the decoder or encoder that made them.",
-                    },
-                ),
+                "fps": fps_input("Frame rate of the frames; link it from the decoder or encoder that made them."),
                 "filename_prefix": (
                     "STRING",
                     {"default": "UniForm/AV", "tooltip": "File name prefix; a/b puts the files in the a subfolder."},
