@@ -94,7 +94,10 @@ def _onsets(librosa, y: np.ndarray) -> tuple[list[float], np.ndarray]:
 
 
 def _to_bgr_uint8(frames) -> list[np.ndarray]:
-    f = frames.detach().cpu().float().numpy() if isinstance(frames, torch.Tensor) else np.asarray(frames)
+    if isinstance(frames, torch.Tensor):  # uint8 stays uint8: scaling 0..255 values by 255 would flatten motion
+        frames = frames.detach().cpu()
+        frames = frames if frames.dtype == torch.uint8 else frames.float()
+    f = np.asarray(frames)
     if f.ndim != 4 or f.shape[-1] != 3:
         raise InputError(f"frames must have shape (T, H, W, 3) in [0, 1]; got {tuple(f.shape)}")
     if f.dtype != np.uint8:
