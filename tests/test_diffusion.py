@@ -135,6 +135,28 @@ def test_min_snr_weighting():
     assert weighted["mse"].item() == pytest.approx(plain["mse"].item())
 
 
+def test_high_noise_weight_turns_the_noisy_items_into_a_capped_x0_loss():
+    eps, var, x0, x_t, t, noise, generated = _loss_inputs()  # t = 0, 5 (SNR >> 1), 400 (SNR ~ 0.24), 999
+    base = SCHEDULE.training_loss(eps, var, x0, x_t, t, noise, generated, snr_gamma=5.0)
+    out = SCHEDULE.training_loss(eps, var, x0, x_t, t, noise, generated, snr_gamma=5.0, high_noise_weight=50.0)
+    snr = SCHEDULE.snr(t)
+    assert snr[2] < 1 < snr[1] and 1 / snr[3] > 50
+    per_item_mse = ((eps - noise) ** 2)[:, :3].mean(1)
+    weight = torch.tensor([5.0 / snr[0].item(), 5.0 / snr[1].item(), 1 / snr[2].item(), 50.0])
+    expected = (weight * per_item_mse).mean() + base["vb"]
+    assert out["loss"].item() == pytest.approx(expected.item(), rel=1e-5)
+    assert out["mse"].item() == pytest.approx(base["mse"].item()) and out["vb"].item() == pytest.approx(
+        base["vb"].item()
+    )
+    # in x0 terms the weight at t = 400 is 1: the eps error there counts like the x0 error it implies
+    x0_error = (
+        (x_t - (1 - SCHEDULE.alphas_cumprod[400]).sqrt() * eps) / SCHEDULE.alphas_cumprod[400].sqrt() - x0
+    ) ** 2
+    assert x0_error[2, :3].mean().item() == pytest.approx(weight[2].item() * per_item_mse[2].item(), rel=1e-4)
+    with pytest.raises(InputError, match="high_noise_weight"):
+        SCHEDULE.training_loss(eps, var, x0, x_t, t, noise, generated, high_noise_weight=0.5)
+
+
 def test_training_loss_bad_inputs():
     eps, var, x0, x_t, t, noise, generated = _loss_inputs()
     with pytest.raises(InputError, match="model_var"):

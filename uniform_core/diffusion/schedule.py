@@ -108,6 +108,7 @@ class NoiseSchedule:
         noise: torch.Tensor,
         generated_mask: torch.Tensor,
         snr_gamma: float | None = None,
+        high_noise_weight: float | None = None,
     ) -> dict[str, torch.Tensor]:
         """IDDPM hybrid loss restricted to the generated entries (paper eq. 5, 10-12).
 
@@ -120,6 +121,10 @@ class NoiseSchedule:
                     learned-range variance, so vb trains only the variance (improved-diffusion, Open-Sora IDDPM).
             loss  = mean_b(w_b mse_b + vb_b),  w_b = min(SNR(t_b), snr_gamma) / SNR(t_b)  (min-SNR-gamma weighting
                     for eps prediction, Hang et al. 2023; the paper's gamma_t), or w_b = 1 when snr_gamma is None.
+                    With ``high_noise_weight`` K, items with SNR < 1 weigh max(w_b, min(1 / SNR, K)): there the
+                    eps loss becomes an x0 loss, capped at K. Plain eps loss weighs x0 errors by SNR, which is
+                    ~0.001 at the high noise where the timing of sparse events is decided, so it hardly rewards
+                    reading that timing from the clean conditioning modality.
 
         Returns scalars ``loss``, ``mse`` (unweighted) and ``vb``.
         """
@@ -130,6 +135,8 @@ class NoiseSchedule:
         self._check_t(t, shape[0])
         if snr_gamma is not None and not snr_gamma > 0:
             raise InputError(f"snr_gamma must be > 0 or None; got {snr_gamma!r}")
+        if high_noise_weight is not None and not high_noise_weight >= 1:
+            raise InputError(f"high_noise_weight must be >= 1 or None; got {high_noise_weight!r}")
         try:
             mask = torch.broadcast_to(generated_mask.to(device=x0.device, dtype=torch.float32), shape)
         except RuntimeError as err:
@@ -159,9 +166,11 @@ class NoiseSchedule:
         vb = masked_mean(torch.where(first, nll, kl))
 
         weight = torch.ones_like(mse)
+        snr = self._gather("snr", t, mse).view(-1)
         if snr_gamma is not None:
-            snr = self._gather("snr", t, mse).view(-1)
             weight = snr.clamp(max=snr_gamma) / snr
+        if high_noise_weight is not None:
+            weight = torch.where(snr < 1, torch.maximum(weight, (1 / snr).clamp(max=high_noise_weight)), weight)
         return {"loss": (weight * mse + vb).mean(), "mse": mse.mean(), "vb": vb.mean()}
 
 

@@ -67,6 +67,7 @@ class DiTTrainConfig:
     caption_dropout: float = 0.5  # paper III-A: text kept with 50% probability, for classifier-free guidance
     task_weights: tuple[float, float, float] = (1.0, 1.0, 1.0)  # sampling weights of t2av, a2v, v2a
     snr_gamma: float | None = 5.0  # min-SNR-gamma step weighting (Hang et al. 2023); None = uniform weights
+    high_noise_weight: float | None = None  # x0-style weight min(1/SNR, this) where SNR < 1; None = paper's
     checkpoint_every: int = 500
     keep_checkpoints: int = 2
     log_every: int = 10
@@ -104,6 +105,8 @@ class TrainConfig:
                 raise InputError(
                     f"{name}: steps must be >= 0 and batch_size >= 1; got {stage.steps}, {stage.batch_size}"
                 )
+        if d.high_noise_weight is not None and not d.high_noise_weight >= 1:
+            raise InputError(f"dit.high_noise_weight must be >= 1 or null; got {d.high_noise_weight!r}")
         if d.steps < 0 or d.batch_size < 1 or d.warmup_steps < 0:
             raise InputError(f"dit: steps, warmup_steps must be >= 0 and batch_size >= 1; got {d}")
         if self.data.num_clips < 1 or self.data.first_seed < 0:

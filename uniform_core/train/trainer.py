@@ -85,6 +85,7 @@ def diffusion_loss(
     batch: dict[str, torch.Tensor],
     draws: StepDraws,
     snr_gamma: float | None,
+    high_noise_weight: float | None = None,
 ) -> dict[str, torch.Tensor]:
     """UniForm's training loss for one batch (``video``, ``audio``, ``y``, ``mask`` from the latent cache).
 
@@ -111,7 +112,9 @@ def diffusion_loss(
     cv, ca = video.shape[1], audio.shape[1]
     eps = pack(video_out[:, :cv], audio_out[:, :ca])
     var = pack(video_out[:, cv:], audio_out[:, ca:])
-    return schedule.training_loss(eps, var, x0, x_t, t, noise, generated, snr_gamma=snr_gamma)
+    return schedule.training_loss(
+        eps, var, x0, x_t, t, noise, generated, snr_gamma=snr_gamma, high_noise_weight=high_noise_weight
+    )
 
 
 class DiTTrainer:
@@ -182,8 +185,9 @@ class DiTTrainer:
         lr = self.scheduler.get_last_lr()[0]
         with acc.autocast():
             terms = diffusion_loss(
-                self.model, acc.unwrap_model(self.model), self.schedule, batch, draws, cfg.snr_gamma
-            )
+                self.model, acc.unwrap_model(self.model), self.schedule, batch, draws, cfg.snr_gamma,
+                cfg.high_noise_weight,
+            )  # fmt: skip
         self.optimizer.zero_grad(set_to_none=True)
         acc.backward(terms["loss"])
         if cfg.grad_clip:
@@ -205,16 +209,17 @@ class DiTTrainer:
         start = time.monotonic()
         bar = progress_bar(acc, steps, "dit", initial=self.step)
         sums: dict[str, float] = {}
+        count = 0  # steps summed since the last log line (fewer than log_every after resuming mid-interval)
         while self.step < steps:
             values = self.train_step()
             for k, v in values.items():
                 sums[k] = sums.get(k, 0.0) + v
-            count = (self.step - 1) % cfg.log_every + 1
+            count += 1
             bar.update(1)
             bar.set_postfix(loss=f"{values['loss']:.4f}")
             if self.step % cfg.log_every == 0 or self.step == steps:
                 self.log.write(stage="dit", step=self.step, **{k: v / count for k, v in sums.items()})
-                sums = {}
+                sums, count = {}, 0
             out_of_time = max_minutes is not None and time.monotonic() - start > 60 * max_minutes
             if self.step % cfg.checkpoint_every == 0 or self.step == steps or out_of_time:
                 self.save_checkpoint()
