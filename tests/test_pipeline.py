@@ -169,3 +169,39 @@ def test_inputs_are_conformed_and_reported(pipe):
 def test_bad_inputs_are_named(pipe, kwargs, words):
     with pytest.raises(InputError, match=words):
         pipe.generate(**kwargs)
+
+
+def test_the_bundle_carries_its_sampling_defaults(tmp_path, monkeypatch):
+    import json
+
+    from uniform_core import pipeline
+    from uniform_core.bundle import load_bundle, save_bundle
+    from uniform_core.errors import CheckpointError
+
+    tiny = random_tiny_bundle(seed=0)
+    tiny.sampler, tiny.cfg = "ddim", 1.5
+    folder = save_bundle(tiny, tmp_path / "b")
+    loaded = load_bundle(folder)
+    assert (loaded.sampler, loaded.cfg) == ("ddim", 1.5)
+
+    seen = []
+    real_sample = pipeline.sample
+    monkeypatch.setattr(
+        pipeline,
+        "sample",
+        lambda dit, latent, text, seed, steps, cfg, sampler, *a: (
+            seen.append((cfg, sampler)) or real_sample(dit, latent, text, seed, steps, cfg, sampler, *a)
+        ),
+    )
+    pipe = UniFormPipeline(loaded)
+    pipe.generate("t2av", prompt="a red ball", steps=2)
+    pipe.generate("t2av", prompt="a red ball", steps=2, cfg=3.0, sampler="euler")
+    assert seen == [(1.5, "ddim"), (3.0, "euler")]
+
+    info = json.loads((folder / "bundle.json").read_text())
+    for key, value, words in (("sampler", "plms", "sampler must be one of"), ("cfg", "high", "cfg must be a number")):
+        (folder / "bundle.json").write_text(json.dumps(info | {key: value}))
+        with pytest.raises(CheckpointError, match=words):
+            load_bundle(folder)
+    (folder / "bundle.json").write_text(json.dumps({k: v for k, v in info.items() if k not in ("sampler", "cfg")}))
+    assert (load_bundle(folder).sampler, load_bundle(folder).cfg) == ("iddpm", 5.0)  # the paper's, for older bundles

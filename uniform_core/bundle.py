@@ -3,7 +3,8 @@
 Layout of a bundle folder (each file self-describing, see checkpoint.py)::
 
     dit.safetensors  video_vae.safetensors  audio_vae.safetensors  vocoder.safetensors  text_encoder.safetensors
-    bundle.json      name and the native clip size: {"name", "height", "width", "duration"}
+    bundle.json      name, native clip size and the sampling settings the weights work best with:
+                     {"name", "height", "width", "duration", "sampler", "cfg"}
 
 The embedded default ``uniform-tiny`` ships inside the package (DESIGN §5).
 """
@@ -35,7 +36,9 @@ COMPONENT_FILES = {
 
 @dataclass
 class Bundle:
-    """Everything one generation needs, plus the clip size the model was trained for."""
+    """Everything one generation needs, plus the clip size the model was trained for and the sampler and CFG scale
+    its weights work best with (what the pipeline and the command line use unless told otherwise; the paper's
+    IDDPM with CFG 5 by default)."""
 
     dit: UniFormDiT
     video_vae: VideoVAE
@@ -45,6 +48,8 @@ class Bundle:
     height: int = 256
     width: int = 256
     duration: int = 4
+    sampler: str = "iddpm"
+    cfg: float = 5.0
 
     def modules(self) -> dict[str, torch.nn.Module]:
         return {
@@ -78,7 +83,10 @@ def load_bundle(path: str | os.PathLike | None = None, device: str | torch.devic
         height=int(info.get("height", 256)),
         width=int(info.get("width", 256)),
         duration=int(info.get("duration", 4)),
+        sampler=info.get("sampler", "iddpm"),
+        cfg=info.get("cfg", 5.0),
     )
+    _check_sampling_info(bundle, folder)
     for module in bundle.modules().values():
         module.to(device).eval()
     return bundle
@@ -94,6 +102,7 @@ def save_bundle(bundle: Bundle, path: str | os.PathLike) -> Path:
     bundle.audio_codec.vocoder.save(folder / COMPONENT_FILES["vocoder"])
     bundle.text_encoder.save(folder / COMPONENT_FILES["text_encoder"])
     info = {"name": bundle.name, "height": bundle.height, "width": bundle.width, "duration": bundle.duration}
+    info |= {"sampler": bundle.sampler, "cfg": bundle.cfg}
     (folder / "bundle.json").write_text(json.dumps(info, indent=1) + "\n")
     return folder
 
@@ -124,6 +133,17 @@ def _read_info(folder: Path) -> dict:
         return json.loads(info_file.read_text())
     except json.JSONDecodeError as e:
         raise CheckpointError(f"{info_file} is not valid JSON: {e}") from e
+
+
+def _check_sampling_info(bundle: Bundle, folder: Path) -> None:
+    from .diffusion.samplers import SAMPLERS
+
+    info_file = folder / "bundle.json"
+    if bundle.sampler not in SAMPLERS:
+        raise CheckpointError(f"{info_file}: sampler must be one of {list(SAMPLERS)}; got {bundle.sampler!r}")
+    if isinstance(bundle.cfg, bool) or not isinstance(bundle.cfg, (int, float)) or bundle.cfg < 0:
+        raise CheckpointError(f"{info_file}: cfg must be a number >= 0; got {bundle.cfg!r}")
+    bundle.cfg = float(bundle.cfg)
 
 
 def _expected() -> str:

@@ -53,9 +53,9 @@ def _add_generate(sub) -> None:
     p.add_argument("--out", required=True, help="output .mp4 (a batch writes NAME_1.mp4, NAME_2.mp4, ...)")
     p.add_argument("--bundle", default=None, help="bundle folder (default: the embedded uniform-tiny)")
     p.add_argument("--steps", type=int, default=30)
-    p.add_argument("--cfg", type=float, default=5.0, help="classifier-free guidance scale")
+    p.add_argument("--cfg", type=float, default=None, help="classifier-free guidance scale (default: the bundle's)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--sampler", default="iddpm", choices=SAMPLERS)
+    p.add_argument("--sampler", default=None, choices=SAMPLERS, help="default: the bundle's")
     p.add_argument("--duration", type=int, default=None, help="whole seconds (default: the input's, or the model's)")
     p.add_argument("--height", type=int, default=None, help="pixels, a multiple of 16 (t2av/a2v)")
     p.add_argument("--width", type=int, default=None, help="pixels, a multiple of 16 (t2av/a2v)")
@@ -95,7 +95,8 @@ def _run_generate(args) -> int:
     from .pipeline import UniFormPipeline
 
     pipe = UniFormPipeline.from_bundle(args.bundle, device=args.device, offload=args.offload)
-    with tqdm(total=args.steps, desc=f"{args.task} {args.sampler}", unit="step") as bar:
+    sampler = args.sampler or pipe.bundle.sampler
+    with tqdm(total=args.steps, desc=f"{args.task} {sampler}", unit="step") as bar:
 
         def progress(step: int, total: int) -> None:
             bar.total = total
@@ -178,8 +179,8 @@ def _add_eval(sub) -> None:
     p.add_argument("--bundle", default=None, help="bundle folder (default: the embedded uniform-tiny)")
     p.add_argument("--clips", type=int, default=50, help="held-out clips per task")
     p.add_argument("--steps", type=int, default=30)
-    p.add_argument("--cfg", type=float, default=5.0, help="classifier-free guidance scale")
-    p.add_argument("--sampler", default="iddpm", choices=SAMPLERS)
+    p.add_argument("--cfg", type=float, default=None, help="classifier-free guidance scale (default: the bundle's)")
+    p.add_argument("--sampler", default=None, choices=SAMPLERS, help="default: the bundle's")
     p.add_argument("--seed", type=int, default=0, help="clip i samples with seed + 2 i")
     p.add_argument("--max-objects", type=int, default=1, choices=(1, 2), help="objects per synthetic clip")
     p.add_argument("--device", default="cpu")
@@ -204,8 +205,10 @@ def _run_eval(args) -> int:
     if args.av_align is not None:
         data, text = benchmark.av_align_folder_report(args.av_align, args.wav_dir, args.size)
     else:
-        settings = benchmark.EvalSettings(args.clips, args.steps, args.cfg, args.sampler, args.seed, args.max_objects)
         pipe = UniFormPipeline.from_bundle(args.bundle, device=args.device)
+        cfg = pipe.bundle.cfg if args.cfg is None else args.cfg
+        sampler = args.sampler or pipe.bundle.sampler
+        settings = benchmark.EvalSettings(args.clips, args.steps, cfg, sampler, args.seed, args.max_objects)
         runs = args.clips * (5 if args.paper_tables else 3)  # paper: 2 T2AV samples in one batch; V2A/A2V twice
         with tqdm(total=runs, desc="eval", unit="run") as bar:
             report = benchmark.run_benchmark(pipe, settings, args.synthetic, args.paper_tables, lambda _: bar.update())
