@@ -40,7 +40,8 @@ class UniFormSampler(UniFormNode):
                         "min": 0.0,
                         "max": 30.0,
                         "step": 0.1,
-                        "tooltip": "Classifier-free guidance scale (paper: 5). Ignored without text.",
+                        "tooltip": "Classifier-free guidance scale (paper: 5; embedded uniform-tiny: 1, with ddim). "
+                        "Ignored without text.",
                     },
                 ),
                 "sampler": (
