@@ -48,6 +48,7 @@ def check_duration(seconds: float, max_seconds: int = 16) -> int:
         raise InputError(f"duration must be between 1 and {max_seconds} s; got {seconds!r}")
     return int(seconds)
 
+
 # Latent layout fixed by the codecs (Open-Sora VAE v1.2 for video, AudioLDM VAE for audio).
 VIDEO_LATENT_CHANNELS = 4
 VIDEO_DOWNSAMPLE = 8  # pixels per latent cell
