@@ -295,3 +295,26 @@ def test_video_decoder_finetune_changes_the_decoders_only():
     with torch.no_grad():
         assert torch.equal(vae.encode(x, deterministic=True), z)
         assert not torch.allclose(vae.decode(z, 34), pixels)
+
+
+def test_the_train_command_writes_a_bundle_that_loads_with_the_recipe_s_sampling(tmp_path, capsys):
+    """`uniform-av train` end to end on a few clips and steps: codecs, cache, DiT, then a bundle folder that
+    load_bundle reads, carrying the recipe's sampler and CFG scale in its bundle.json."""
+    from uniform_core.bundle import load_bundle
+    from uniform_core.cli import main
+
+    recipe = {
+        "name": "smoke", "sampler": "ddim", "cfg": 1.5,
+        "data": {"num_clips": 4, "seconds": 2, "codec_clips": 2},
+        "video_vae": {"steps": 1, "stage2_steps": 1, "stage3_steps": 1, "batch_size": 4},
+        "audio_vae": {"steps": 1, "batch_size": 2},
+        "vocoder": {"steps": 1, "batch_size": 2},
+        "dit": {"steps": 2, "batch_size": 2, "warmup_steps": 1, "high_noise_weight": 50.0, "checkpoint_every": 2},
+    }  # fmt: skip
+    (tmp_path / "recipe.json").write_text(json.dumps(recipe))
+    assert main(["train", "--config", str(tmp_path / "recipe.json"), "--out", str(tmp_path / "run")]) == 0
+    bundle = load_bundle(tmp_path / "run" / "bundle")
+    assert (bundle.name, bundle.duration, bundle.height, bundle.sampler, bundle.cfg) == ("smoke", 2, 64, "ddim", 1.5)
+    assert [r["step"] for r in read_log(tmp_path / "run" / "train_log.jsonl") if r["stage"] == "dit"][-1] == 2
+    with pytest.raises(InputError, match="sampler must be one of"):
+        config_from_dict({"sampler": "plms"})

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from uniform_core.bundle import default_bundle_available
 from uniform_core.eval import benchmark
@@ -31,7 +30,6 @@ T2AV_F1, T2AV_COLOUR = 0.3, 0.4  # measured on these 16 clips: 0.39 (shuffled 0.
 
 @pytest.fixture(scope="module")
 def report():
-    torch.manual_seed(0)
     pipe = UniFormPipeline.from_bundle(None)
     settings = benchmark.EvalSettings(clips=CLIPS, seed=0, cfg=pipe.bundle.cfg, sampler=pipe.bundle.sampler)
     return benchmark.run_benchmark(pipe, settings, synthetic=True)

@@ -21,6 +21,7 @@ import torch
 from .codecs.audio import AudioCodec, AudioVAE, Vocoder, load_audio_codec
 from .codecs.text import TextEncoder, load_text_encoder
 from .codecs.video_vae import VideoVAE, load_video_vae
+from .diffusion.samplers import SAMPLERS
 from .errors import CheckpointError
 from .model.uniform_dit import UniFormDiT
 
@@ -74,6 +75,7 @@ def load_bundle(path: str | os.PathLike | None = None, device: str | torch.devic
         hint = " (the embedded default has not been trained into this install)" if path is None else ""
         raise CheckpointError(f"bundle {str(folder)!r} lacks {', '.join(missing)}{hint}; expected {_expected()}")
     info = _read_info(folder)
+    _check_sampling_info(info, folder / "bundle.json")
     bundle = Bundle(
         dit=UniFormDiT.load(folder / COMPONENT_FILES["dit"]),
         video_vae=load_video_vae(folder / COMPONENT_FILES["video_vae"]),
@@ -84,9 +86,8 @@ def load_bundle(path: str | os.PathLike | None = None, device: str | torch.devic
         width=int(info.get("width", 256)),
         duration=int(info.get("duration", 4)),
         sampler=info.get("sampler", "iddpm"),
-        cfg=info.get("cfg", 5.0),
+        cfg=float(info.get("cfg", 5.0)),
     )
-    _check_sampling_info(bundle, folder)
     for module in bundle.modules().values():
         module.to(device).eval()
     return bundle
@@ -135,15 +136,12 @@ def _read_info(folder: Path) -> dict:
         raise CheckpointError(f"{info_file} is not valid JSON: {e}") from e
 
 
-def _check_sampling_info(bundle: Bundle, folder: Path) -> None:
-    from .diffusion.samplers import SAMPLERS
-
-    info_file = folder / "bundle.json"
-    if bundle.sampler not in SAMPLERS:
-        raise CheckpointError(f"{info_file}: sampler must be one of {list(SAMPLERS)}; got {bundle.sampler!r}")
-    if isinstance(bundle.cfg, bool) or not isinstance(bundle.cfg, (int, float)) or bundle.cfg < 0:
-        raise CheckpointError(f"{info_file}: cfg must be a number >= 0; got {bundle.cfg!r}")
-    bundle.cfg = float(bundle.cfg)
+def _check_sampling_info(info: dict, info_file: Path) -> None:
+    sampler, cfg = info.get("sampler", "iddpm"), info.get("cfg", 5.0)
+    if sampler not in SAMPLERS:
+        raise CheckpointError(f"{info_file}: sampler must be one of {list(SAMPLERS)}; got {sampler!r}")
+    if isinstance(cfg, bool) or not isinstance(cfg, (int, float)) or cfg < 0:
+        raise CheckpointError(f"{info_file}: cfg must be a number >= 0; got {cfg!r}")
 
 
 def _expected() -> str:

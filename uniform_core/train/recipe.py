@@ -119,6 +119,8 @@ def train_bundle(
             height=config.data.size,
             width=config.data.size,
             duration=config.data.seconds,
+            sampler=config.sampler,
+            cfg=float(config.cfg),
         )
         save_bundle(bundle, bundle_dir)
         summary = {"dit_step": trainer.step, "wall_time_s": round(time.monotonic() - started, 1)}
