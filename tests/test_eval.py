@@ -36,6 +36,7 @@ class OraclePipe:
 
     def __init__(self, clips):
         self.bundle = SimpleNamespace(name="oracle", height=SPEC.size, width=SPEC.size, duration=SPEC.seconds)
+        self.bundle.sampler, self.bundle.cfg = "ddim", {"t2av": 2.0, "a2v": 1.0, "v2a": 1.0}
         self.clips = clips
         self.calls = []
 
@@ -68,7 +69,7 @@ def oracle_report():
 
 
 def test_runs_use_the_held_out_clips_distinct_seeds_and_null_caption_without_text(oracle_report):
-    pipe, _ = oracle_report
+    pipe, report = oracle_report
     clips = [make_clip(s) for s in heldout_seeds(2)]
     by_task = {}
     for call in pipe.calls:
@@ -83,7 +84,12 @@ def test_runs_use_the_held_out_clips_distinct_seeds_and_null_caption_without_tex
     t2av = by_task[("t2av", True)]
     assert [c.prompt for c in t2av] == [c.caption for c in clips]
     assert [c.seed for c in t2av] == [7, 9] and all(c.batch_size == 2 for c in t2av)  # item 1: seed + 1
-    assert all(c.steps == 30 and c.cfg == 5.0 and c.duration == SPEC.seconds for c in pipe.calls)
+    # No sampler or CFG given: the pipeline uses the bundle's (per task for CFG), and the report says so.
+    assert all(
+        c.steps == 30 and c.cfg is None and c.sampler is None and c.duration == SPEC.seconds for c in pipe.calls
+    )
+    assert (report.settings["sampler"], report.settings["cfg"]) == ("ddim", {"t2av": 2.0, "a2v": 1.0, "v2a": 1.0})
+    assert "30 ddim steps, CFG 2 (t2av), 1 (a2v), 1 (v2a)." in report.to_markdown()
 
 
 def test_oracle_outputs_score_like_the_real_clips_and_beat_the_shuffled_baseline(oracle_report):

@@ -205,3 +205,40 @@ def test_the_bundle_carries_its_sampling_defaults(tmp_path, monkeypatch):
             load_bundle(folder)
     (folder / "bundle.json").write_text(json.dumps({k: v for k, v in info.items() if k not in ("sampler", "cfg")}))
     assert (load_bundle(folder).sampler, load_bundle(folder).cfg) == ("iddpm", 5.0)  # the paper's, for older bundles
+
+
+def test_a_bundle_can_guide_each_task_with_its_own_scale(tmp_path, monkeypatch):
+    import json
+
+    from uniform_core import pipeline
+    from uniform_core.bundle import load_bundle, save_bundle
+    from uniform_core.errors import CheckpointError
+
+    tiny = random_tiny_bundle(seed=0)
+    tiny.sampler, tiny.cfg = "ddim", {"t2av": 2.0, "a2v": 1.0, "v2a": 0.5}
+    folder = save_bundle(tiny, tmp_path / "b")
+    loaded = load_bundle(folder)
+    assert [loaded.cfg_for(task) for task in ("t2av", "a2v", "v2a")] == [2.0, 1.0, 0.5]
+
+    seen = []
+    real_sample = pipeline.sample
+    monkeypatch.setattr(
+        pipeline,
+        "sample",
+        lambda dit, latent, text, seed, steps, cfg, *a: (
+            seen.append(cfg) or real_sample(dit, latent, text, seed, steps, cfg, *a)
+        ),
+    )
+    pipe = UniFormPipeline(loaded)
+    clip = media.VideoClip(_frames(2), 17)
+    pipe.generate("t2av", prompt="a red ball", steps=1)
+    pipe.generate("a2v", prompt="a red ball", audio=media.AudioClip(_waveform(2), 16000), steps=1)
+    pipe.generate("v2a", prompt="a red ball", video=clip, steps=1)
+    pipe.generate("v2a", prompt="a red ball", video=clip, steps=1, cfg=4.0)
+    assert seen == [2.0, 1.0, 0.5, 4.0]
+
+    info = json.loads((folder / "bundle.json").read_text())
+    for bad in ({"t2av": 2.0, "a2v": 1.0}, {"t2av": 2.0, "a2v": 1.0, "v2a": -1.0}, {"t2av": 2, "a2v": 1, "t2a": 1}):
+        (folder / "bundle.json").write_text(json.dumps(info | {"cfg": bad}))
+        with pytest.raises(CheckpointError, match=r"bundle\.json: cfg must be a number >= 0 or a mapping of each"):
+            load_bundle(folder)

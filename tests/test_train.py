@@ -304,7 +304,7 @@ def test_the_train_command_writes_a_bundle_that_loads_with_the_recipe_s_sampling
     from uniform_core.cli import main
 
     recipe = {
-        "name": "smoke", "sampler": "ddim", "cfg": 1.5,
+        "name": "smoke", "sampler": "ddim", "cfg": {"t2av": 2.0, "a2v": 1.0, "v2a": 1.5},
         "data": {"num_clips": 4, "seconds": 2, "codec_clips": 2},
         "video_vae": {"steps": 1, "stage2_steps": 1, "stage3_steps": 1, "batch_size": 4},
         "audio_vae": {"steps": 1, "batch_size": 2},
@@ -314,7 +314,10 @@ def test_the_train_command_writes_a_bundle_that_loads_with_the_recipe_s_sampling
     (tmp_path / "recipe.json").write_text(json.dumps(recipe))
     assert main(["train", "--config", str(tmp_path / "recipe.json"), "--out", str(tmp_path / "run")]) == 0
     bundle = load_bundle(tmp_path / "run" / "bundle")
-    assert (bundle.name, bundle.duration, bundle.height, bundle.sampler, bundle.cfg) == ("smoke", 2, 64, "ddim", 1.5)
+    assert (bundle.name, bundle.duration, bundle.height, bundle.sampler) == ("smoke", 2, 64, "ddim")
+    assert [bundle.cfg_for(task) for task in ("t2av", "a2v", "v2a")] == [2.0, 1.0, 1.5]
     assert [r["step"] for r in read_log(tmp_path / "run" / "train_log.jsonl") if r["stage"] == "dit"][-1] == 2
     with pytest.raises(InputError, match="sampler must be one of"):
         config_from_dict({"sampler": "plms"})
+    with pytest.raises(InputError, match=r"cfg must be a number >= 0 or a mapping of each task \(t2av, a2v, v2a\)"):
+        config_from_dict({"cfg": {"t2av": 2.0}})

@@ -4,7 +4,8 @@ Layout of a bundle folder (each file self-describing, see checkpoint.py)::
 
     dit.safetensors  video_vae.safetensors  audio_vae.safetensors  vocoder.safetensors  text_encoder.safetensors
     bundle.json      name, native clip size and the sampling settings the weights work best with:
-                     {"name", "height", "width", "duration", "sampler", "cfg"}
+                     {"name", "height", "width", "duration", "sampler", "cfg"}; "cfg" is one number or
+                     one per task, e.g. {"t2av": 2.0, "a2v": 1.0, "v2a": 1.0}
 
 The embedded default ``uniform-tiny`` ships inside the package (DESIGN §5).
 """
@@ -21,9 +22,11 @@ import torch
 from .codecs.audio import AudioCodec, AudioVAE, Vocoder, load_audio_codec
 from .codecs.text import TextEncoder, load_text_encoder
 from .codecs.video_vae import VideoVAE, load_video_vae
+from .diffusion.guidance import guidance_scales
 from .diffusion.samplers import SAMPLERS
-from .errors import CheckpointError
+from .errors import CheckpointError, InputError
 from .model.uniform_dit import UniFormDiT
+from .tasks import task_index
 
 DEFAULT_BUNDLE_DIR = Path(__file__).parent / "assets" / "uniform-tiny"
 COMPONENT_FILES = {
@@ -50,7 +53,12 @@ class Bundle:
     width: int = 256
     duration: int = 4
     sampler: str = "iddpm"
-    cfg: float = 5.0
+    cfg: float | dict[str, float] = 5.0  # one scale, or one per task
+
+    def cfg_for(self, task: str) -> float:
+        """The CFG scale this bundle uses for ``task`` unless told otherwise."""
+        task_index(task)
+        return guidance_scales(self.cfg)[task]
 
     def modules(self) -> dict[str, torch.nn.Module]:
         return {
@@ -86,7 +94,7 @@ def load_bundle(path: str | os.PathLike | None = None, device: str | torch.devic
         width=int(info.get("width", 256)),
         duration=int(info.get("duration", 4)),
         sampler=info.get("sampler", "iddpm"),
-        cfg=float(info.get("cfg", 5.0)),
+        cfg=info.get("cfg", 5.0),
     )
     for module in bundle.modules().values():
         module.to(device).eval()
@@ -140,8 +148,10 @@ def _check_sampling_info(info: dict, info_file: Path) -> None:
     sampler, cfg = info.get("sampler", "iddpm"), info.get("cfg", 5.0)
     if sampler not in SAMPLERS:
         raise CheckpointError(f"{info_file}: sampler must be one of {list(SAMPLERS)}; got {sampler!r}")
-    if isinstance(cfg, bool) or not isinstance(cfg, (int, float)) or cfg < 0:
-        raise CheckpointError(f"{info_file}: cfg must be a number >= 0; got {cfg!r}")
+    try:
+        guidance_scales(cfg)
+    except InputError as e:
+        raise CheckpointError(f"{info_file}: {e}") from None
 
 
 def _expected() -> str:

@@ -53,7 +53,7 @@ def _add_generate(sub) -> None:
     p.add_argument("--out", required=True, help="output .mp4 (a batch writes NAME_1.mp4, NAME_2.mp4, ...)")
     p.add_argument("--bundle", default=None, help="bundle folder (default: the embedded uniform-tiny)")
     p.add_argument("--steps", type=int, default=30)
-    p.add_argument("--cfg", type=float, default=None, help="classifier-free guidance scale (default: the bundle's)")
+    p.add_argument("--cfg", type=float, default=None, help="guidance scale (default: the bundle's, per task)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--sampler", default=None, choices=SAMPLERS, help="default: the bundle's")
     p.add_argument("--duration", type=int, default=None, help="whole seconds (default: the input's, or the model's)")
@@ -179,7 +179,7 @@ def _add_eval(sub) -> None:
     p.add_argument("--bundle", default=None, help="bundle folder (default: the embedded uniform-tiny)")
     p.add_argument("--clips", type=int, default=50, help="held-out clips per task")
     p.add_argument("--steps", type=int, default=30)
-    p.add_argument("--cfg", type=float, default=None, help="classifier-free guidance scale (default: the bundle's)")
+    p.add_argument("--cfg", type=float, default=None, help="guidance scale (default: the bundle's, per task)")
     p.add_argument("--sampler", default=None, choices=SAMPLERS, help="default: the bundle's")
     p.add_argument("--seed", type=int, default=0, help="clip i samples with seed + 2 i")
     p.add_argument("--max-objects", type=int, default=1, choices=(1, 2), help="objects per synthetic clip")
@@ -206,9 +206,7 @@ def _run_eval(args) -> int:
         data, text = benchmark.av_align_folder_report(args.av_align, args.wav_dir, args.size)
     else:
         pipe = UniFormPipeline.from_bundle(args.bundle, device=args.device)
-        cfg = pipe.bundle.cfg if args.cfg is None else args.cfg
-        sampler = args.sampler or pipe.bundle.sampler
-        settings = benchmark.EvalSettings(args.clips, args.steps, cfg, sampler, args.seed, args.max_objects)
+        settings = benchmark.EvalSettings(args.clips, args.steps, args.cfg, args.sampler, args.seed, args.max_objects)
         runs = args.clips * (5 if args.paper_tables else 3)  # paper: 2 T2AV samples in one batch; V2A/A2V twice
         with tqdm(total=runs, desc="eval", unit="run") as bar:
             report = benchmark.run_benchmark(pipe, settings, args.synthetic, args.paper_tables, lambda _: bar.update())

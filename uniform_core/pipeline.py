@@ -367,11 +367,11 @@ class UniFormPipeline:
         cancel: Cancel | None = None,
     ) -> GenerationResult:
         """Run ``task`` end to end. T2AV needs ``prompt``; A2V needs ``audio``; V2A needs ``video`` (file paths or
-        clips); text is optional for A2V and V2A. ``cfg`` and ``sampler`` default to the bundle's (``bundle.cfg``,
-        ``bundle.sampler``). The conditioning modality is returned as given (conformed), the other one as
-        generated."""
+        clips); text is optional for A2V and V2A. ``cfg`` and ``sampler`` default to the bundle's
+        (``bundle.cfg_for(task)``, ``bundle.sampler``). The conditioning modality is returned as given (conformed),
+        the other one as generated."""
         task_index(task)
-        cfg = self.bundle.cfg if cfg is None else cfg
+        cfg = self.bundle.cfg_for(task) if cfg is None else cfg
         sampler = self.bundle.sampler if sampler is None else sampler
         _check_sampling_args(seed, steps, cfg, sampler, batch_size)
         if task == "t2av" and not (prompt and prompt.strip()):

@@ -10,9 +10,26 @@ from __future__ import annotations
 import torch
 
 from ..errors import InputError
-from ..tasks import task_index
+from ..tasks import TASKS, task_index
 from .samplers import ModelFn
 from .task_latent import TaskLatent, pack, unpack
+
+
+def guidance_scales(cfg) -> dict[str, float]:
+    """The CFG scale of each task, from one number (every task) or a ``{task: scale}`` mapping naming all three.
+
+    Per-task scales exist because the guidance that makes text-to-audio-video follow its prompt can pull A2V and
+    V2A samples off their condition's timing (measured on uniform-tiny, see its model card)."""
+    if isinstance(cfg, dict):
+        if set(cfg) == set(TASKS) and all(_is_scale(v) for v in cfg.values()):
+            return {task: float(cfg[task]) for task in TASKS}
+    elif _is_scale(cfg):
+        return dict.fromkeys(TASKS, float(cfg))
+    raise InputError(f"cfg must be a number >= 0 or a mapping of each task ({', '.join(TASKS)}) to one; got {cfg!r}")
+
+
+def _is_scale(value) -> bool:
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and value >= 0
 
 
 def cfg_combine(eps_cond: torch.Tensor, eps_uncond: torch.Tensor, scale: float) -> torch.Tensor:

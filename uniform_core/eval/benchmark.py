@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from .. import media
+from ..diffusion.guidance import guidance_scales
 from ..errors import InputError
 from ..train.synthetic import SyntheticClip, SyntheticSpec, heldout_seeds, make_clip
 from .events import (
@@ -74,8 +75,8 @@ class EvalSettings:
 
     clips: int = 50
     steps: int = 30
-    cfg: float = 5.0
-    sampler: str = "iddpm"
+    cfg: float | None = None  # None: the bundle's scale for each task
+    sampler: str | None = None  # None: the bundle's
     seed: int = 0
     max_objects: int = 1
 
@@ -140,10 +141,10 @@ class Report:
         lines = [
             f"Bundle `{s['bundle']}`; {s['clips']} held-out synthetic clips per task (seeds {s['first_seed']}.."
             f"{s['first_seed'] + s['clips'] - 1}, {s['seconds']} s, {s['size']}x{s['size']}); {s['steps']} "
-            f"{s['sampler']} steps, CFG {s['cfg']}. Cells: mean [95% CI] over clips. Event F1: one-to-one matches "
-            f"within +-{int(EVENT_TOLERANCE_S * 1000)} ms. Shuffled: the same outputs paired with the wrong clip. "
-            "Colour / sound class: share of clips showing the captioned colour / sound. Real clips: the data itself "
-            "through the same detectors (the best a model can score).",
+            f"{s['sampler']} steps, CFG {_describe_cfg(s['cfg'])}. Cells: mean [95% CI] over clips. Event F1: "
+            f"one-to-one matches within +-{int(EVENT_TOLERANCE_S * 1000)} ms. Shuffled: the same outputs paired "
+            "with the wrong clip. Colour / sound class: share of clips showing the captioned colour / sound. Real "
+            "clips: the data itself through the same detectors (the best a model can score).",
         ]
         if any(r.section == "synthetic" for r in self.rows):
             lines += [
@@ -311,6 +312,8 @@ def run_benchmark(
         notes += [UNIMODAL_NOTE, NO_TEXT_NOTE]
     info = {
         "bundle": pipe.bundle.name,
+        "cfg": guidance_scales(pipe.bundle.cfg if settings.cfg is None else settings.cfg),
+        "sampler": settings.sampler or pipe.bundle.sampler,
         "first_seed": seeds[0],
         "seconds": spec.seconds,
         "size": spec.size,
@@ -352,6 +355,12 @@ def av_align_folder_report(video_dir, wav_dir=None, size: str | None = None) -> 
 
 
 # ---- helpers ------------------------------------------------------------------------------------------------
+
+
+def _describe_cfg(scales: dict[str, float]) -> str:
+    if len(set(scales.values())) == 1:
+        return f"{next(iter(scales.values())):g}"
+    return ", ".join(f"{scale:g} ({task})" for task, scale in scales.items())
 
 
 def _generate(pipe, task: str, clip: SyntheticClip, spec: SyntheticSpec, settings: EvalSettings, seed, text, batch=1):

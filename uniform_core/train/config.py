@@ -12,6 +12,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..diffusion.guidance import guidance_scales
 from ..diffusion.samplers import SAMPLERS
 from ..errors import InputError
 from ..tasks import TASKS
@@ -86,7 +87,7 @@ class TrainConfig:
     text_encoder_preset: str = "tiny"
     text_encoder_path: str | None = None  # a T5 folder/file to use instead of the seeded preset (e.g. FLAN-T5)
     sampler: str = "iddpm"  # written into the bundle: the sampler and CFG scale its weights sample best with
-    cfg: float = 5.0
+    cfg: float | dict[str, float] = 5.0  # one scale, or one per task ({"t2av": 2.0, "a2v": 1.0, "v2a": 1.0})
     data: DataConfig = field(default_factory=DataConfig)
     video_vae: CodecTrainConfig = field(default_factory=CodecTrainConfig)
     audio_vae: CodecTrainConfig = field(default_factory=CodecTrainConfig)
@@ -110,8 +111,7 @@ class TrainConfig:
                 )
         if self.sampler not in SAMPLERS:
             raise InputError(f"sampler must be one of {list(SAMPLERS)}; got {self.sampler!r}")
-        if isinstance(self.cfg, bool) or not isinstance(self.cfg, (int, float)) or self.cfg < 0:
-            raise InputError(f"cfg must be a number >= 0; got {self.cfg!r}")
+        guidance_scales(self.cfg)
         if d.high_noise_weight is not None and not d.high_noise_weight >= 1:
             raise InputError(f"dit.high_noise_weight must be >= 1 or null; got {d.high_noise_weight!r}")
         if d.steps < 0 or d.batch_size < 1 or d.warmup_steps < 0:

@@ -120,7 +120,7 @@ def train_bundle(
             width=config.data.size,
             duration=config.data.seconds,
             sampler=config.sampler,
-            cfg=float(config.cfg),
+            cfg=config.cfg,
         )
         save_bundle(bundle, bundle_dir)
         summary = {"dit_step": trainer.step, "wall_time_s": round(time.monotonic() - started, 1)}
