@@ -243,3 +243,16 @@ def test_every_shipped_graph_is_checked():
             if node["class_type"] == "UniFormTaskLatent":
                 tasks.add(node["inputs"]["task"])
     assert tasks == {"t2av", "a2v", "v2a"}, "the workflows must show every task"
+
+
+@pytest.mark.parametrize("path", API_FILES, ids=lambda p: p.name)
+def test_workflows_sample_the_embedded_bundle_as_its_bundle_json_says(path):
+    """The Sampler's widgets are explicit, so the examples must carry uniform-tiny's own sampler and task's CFG."""
+    from uniform_core.bundle import DEFAULT_BUNDLE_DIR
+    from uniform_core.diffusion.guidance import guidance_scales
+
+    info = json.loads((DEFAULT_BUNDLE_DIR / "bundle.json").read_text())
+    prompt = json.loads(path.read_text())
+    (task,) = {n["inputs"]["task"] for n in prompt.values() if n["class_type"] == "UniFormTaskLatent"}
+    (sampler,) = [n["inputs"] for n in prompt.values() if n["class_type"] == "UniFormSampler"]
+    assert (sampler["sampler"], sampler["cfg"]) == (info["sampler"], guidance_scales(info["cfg"])[task])
