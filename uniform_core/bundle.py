@@ -23,7 +23,7 @@ from .codecs.audio import AudioCodec, AudioVAE, Vocoder, load_audio_codec
 from .codecs.text import TextEncoder, load_text_encoder
 from .codecs.video_vae import VideoVAE, load_video_vae
 from .diffusion.guidance import guidance_scales
-from .diffusion.samplers import SAMPLERS
+from .diffusion.samplers import check_sampler
 from .errors import CheckpointError, InputError
 from .model.uniform_dit import UniFormDiT
 from .tasks import task_index
@@ -145,11 +145,9 @@ def _read_info(folder: Path) -> dict:
 
 
 def _check_sampling_info(info: dict, info_file: Path) -> None:
-    sampler, cfg = info.get("sampler", "iddpm"), info.get("cfg", 5.0)
-    if sampler not in SAMPLERS:
-        raise CheckpointError(f"{info_file}: sampler must be one of {list(SAMPLERS)}; got {sampler!r}")
     try:
-        guidance_scales(cfg)
+        check_sampler(info.get("sampler", "iddpm"))
+        guidance_scales(info.get("cfg", 5.0))
     except InputError as e:
         raise CheckpointError(f"{info_file}: {e}") from None
 

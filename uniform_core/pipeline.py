@@ -22,7 +22,7 @@ from .codecs.audio import AudioCodec
 from .codecs.text import TextEncoder
 from .codecs.video_vae import VideoVAE
 from .diffusion.guidance import make_model_fn
-from .diffusion.samplers import SAMPLERS
+from .diffusion.samplers import check_sampler
 from .diffusion.samplers import sample as run_sampler
 from .diffusion.task_latent import TaskLatent, keep_mask, pack, unpack
 from .errors import InputError
@@ -464,8 +464,7 @@ def _check_sampling_args(seed, steps, cfg, sampler, batch_size) -> None:
         raise InputError(f"steps must be an integer >= 1; got {steps!r}")
     if isinstance(cfg, bool) or not isinstance(cfg, (int, float)) or not cfg >= 0:
         raise InputError(f"cfg must be a number >= 0; got {cfg!r}")
-    if sampler not in SAMPLERS:
-        raise InputError(f"sampler must be one of {', '.join(SAMPLERS)}; got {sampler!r}")
+    check_sampler(sampler)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise InputError(f"batch_size must be an integer >= 1; got {batch_size!r}")
 

@@ -44,10 +44,15 @@ SAMPLER_DESCRIPTIONS = {
 ModelFn = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
 
-def check_sampler_args(sampler: str, steps: int, schedule: NoiseSchedule | None = None) -> None:
-    """Raise InputError unless ``sampler`` is known and 1 <= ``steps`` <= the schedule's length."""
+def check_sampler(sampler: str) -> None:
+    """Raise InputError unless ``sampler`` names one of :data:`SAMPLERS`."""
     if sampler not in SAMPLERS:
         raise InputError(f"sampler must be one of {', '.join(SAMPLERS)}; got {sampler!r}")
+
+
+def check_sampler_args(sampler: str, steps: int, schedule: NoiseSchedule | None = None) -> None:
+    """Raise InputError unless ``sampler`` is known and 1 <= ``steps`` <= the schedule's length."""
+    check_sampler(sampler)
     limit = (schedule or NoiseSchedule()).num_timesteps
     if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= limit:
         raise InputError(f"steps must be an int from 1 to {limit}; got {steps!r}")

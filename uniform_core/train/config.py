@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..diffusion.guidance import guidance_scales
-from ..diffusion.samplers import SAMPLERS
+from ..diffusion.samplers import check_sampler
 from ..errors import InputError
 from ..tasks import TASKS
 from .synthetic import HELDOUT_FIRST_SEED
@@ -109,8 +109,7 @@ class TrainConfig:
                 raise InputError(
                     f"{name}: steps must be >= 0 and batch_size >= 1; got {stage.steps}, {stage.batch_size}"
                 )
-        if self.sampler not in SAMPLERS:
-            raise InputError(f"sampler must be one of {list(SAMPLERS)}; got {self.sampler!r}")
+        check_sampler(self.sampler)
         guidance_scales(self.cfg)
         if d.high_noise_weight is not None and not d.high_noise_weight >= 1:
             raise InputError(f"dit.high_noise_weight must be >= 1 or null; got {d.high_noise_weight!r}")
