@@ -194,7 +194,7 @@ def test_null_caption_is_learned_and_sized_per_request(model):
 def test_config_round_trips_and_describes_token_layout():
     for config in PRESETS.values():
         assert UniFormConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
-    assert TINY.audio_tokens_per_frame == 20 and TINY.tokens_per_frame(32, 32) == 256 + 20 + 1
+    assert TINY.audio_tokens_per_frame == 10 and TINY.tokens_per_frame(32, 32) == 256 + 10 + 1
     assert (PRESETS["xl"].hidden_size, PRESETS["xl"].depth, PRESETS["xl"].caption_channels) == (1152, 28, 1024)
     with pytest.raises(InputError, match="unknown DiT preset"):
         UniFormDiT.from_preset("huge")

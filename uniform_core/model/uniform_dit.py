@@ -74,7 +74,10 @@ PRESETS: dict[str, UniFormConfig] = {
     # STDiT3-XL/2 size, the paper's model, with FLAN-T5-large text.
     "xl": UniFormConfig(hidden_size=1152, depth=28, num_heads=16, caption_channels=1024, model_max_length=300),
     # The embedded default that the project trains itself (DESIGN section 5).
-    "tiny": UniFormConfig(hidden_size=128, depth=4, num_heads=4, caption_channels=64, model_max_length=64),
+    # Audio tokens of 1 x 8 latent cells (10 per frame, not 20) make a training step 25 % cheaper on a CPU.
+    "tiny": UniFormConfig(
+        hidden_size=128, depth=4, num_heads=4, caption_channels=64, model_max_length=64, audio_patch_size=(1, 8)
+    ),
 }
 
 
