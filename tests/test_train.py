@@ -254,7 +254,7 @@ def test_codec_stages_train_and_set_latent_scales():
 
 def test_the_documented_recipe_loads_and_bad_recipes_say_what_is_wrong(tmp_path):
     cfg = load_config(REPO / "configs" / "uniform-tiny.json")
-    assert (cfg.name, cfg.data.size, cfg.data.seconds, cfg.dit.caption_dropout) == ("uniform-tiny", 64, 2, 0.5)
+    assert (cfg.name, cfg.data.size, cfg.data.seconds, cfg.dit.caption_dropout) == ("uniform-tiny", 64, 2, 0.3)
     with pytest.raises(InputError, match="stepz"):
         config_from_dict({"dit": {"stepz": 3}})
     with pytest.raises(InputError, match="caption_dropout"):
