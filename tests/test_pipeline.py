@@ -74,10 +74,11 @@ def test_seeds_reproduce_and_batch_items_match_single_runs(bundle):
 
     batch = sample(bundle.dit, latent, text, seed=7, steps=3, batch_size=2)
     assert batch.seeds == [7, 8]
-    # Batched matmuls round differently from single ones; seeds differ by O(1), rounding by ~1e-3 after 3 steps.
-    torch.testing.assert_close(batch.latent.video[0:1], a.video, rtol=0, atol=1e-2)
-    torch.testing.assert_close(batch.latent.video[1:2], c.video, rtol=0, atol=1e-2)
-    torch.testing.assert_close(batch.latent.audio[1:2], c.audio, rtol=0, atol=1e-2)
+    # Batched matmuls round differently from single ones: seeds differ by O(1), rounding by ~1e-3 after 3 steps
+    # (relative ~1e-5 where the latent is large).
+    torch.testing.assert_close(batch.latent.video[0:1], a.video, rtol=1e-4, atol=1e-2)
+    torch.testing.assert_close(batch.latent.video[1:2], c.video, rtol=1e-4, atol=1e-2)
+    torch.testing.assert_close(batch.latent.audio[1:2], c.audio, rtol=1e-4, atol=1e-2)
     assert (a.video - c.video).abs().max() > 0.1
 
 
