@@ -2,6 +2,8 @@
 videos, conforming with notes, and clear errors for bad inputs."""
 
 import math
+import os
+import stat
 import struct
 import wave
 from fractions import Fraction
@@ -434,3 +436,15 @@ def test_bad_tensors_and_arguments(tmp_path):
         media.read_audio(_wav(tmp_path / "a.wav", _tone(220, 0.2, 16000), 16000), start=-1)
     with pytest.raises(InputError, match="past the end|no frames"):
         media.read_video(tmp_path / "v.mp4", start=10)
+
+
+# ---- how files are written -----------------------------------------------------------------------------------
+
+
+def test_written_files_get_the_users_umask(tmp_path):
+    old = os.umask(0o022)
+    try:
+        path = media.write_mp4(tmp_path / "u.mp4", torch.rand(2, 16, 16, 3), 17)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
