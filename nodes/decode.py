@@ -14,6 +14,7 @@ class UniFormVideoDecode(UniFormNode):
     DESCRIPTION = "Decodes the video of a sampled latent into IMAGE frames (T, H, W, 3), one list item per batch item."
     RETURN_TYPES = ("IMAGE", "FLOAT")
     RETURN_NAMES = ("frames", "fps")
+    OUTPUT_TOOLTIPS = ("Video frames (T, H, W, 3) in 0..1, one list item per batch item.", "Their frame rate (17).")
     OUTPUT_IS_LIST = (True, False)
 
     @classmethod
@@ -38,6 +39,7 @@ class UniFormAudioDecode(UniFormNode):
     DESCRIPTION = "Decodes the sound of a sampled latent into AUDIO (mono, 16 kHz), one list item per batch item."
     RETURN_TYPES = ("AUDIO",)
     RETURN_NAMES = ("audio",)
+    OUTPUT_TOOLTIPS = ("Mono 16 kHz sound, one list item per batch item.",)
     OUTPUT_IS_LIST = (True,)
 
     @classmethod

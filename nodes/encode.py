@@ -17,6 +17,7 @@ class UniFormTextEncode(UniFormNode):
     DESCRIPTION = "Encodes the prompt (and an optional negative prompt that guidance steers away from)."
     RETURN_TYPES = (TEXT,)
     RETURN_NAMES = ("text",)
+    OUTPUT_TOOLTIPS = ("The encoded prompt (and negative prompt), for the Sampler's text input.",)
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -46,6 +47,11 @@ class UniFormVideoEncode(UniFormNode):
     )
     RETURN_TYPES = (VIDEO_LATENT, "IMAGE", "FLOAT")
     RETURN_NAMES = ("video_latent", "frames", "fps")
+    OUTPUT_TOOLTIPS = (
+        "The encoded video, for UniForm Task Latent's video_latent input (v2a).",
+        "The frames as conformed to the model (17 fps, whole seconds, multiple-of-16 size), to save with the sound.",
+        "Frame rate of those frames (17).",
+    )
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -69,7 +75,7 @@ class UniFormVideoEncode(UniFormNode):
             given = "both" if images is not None else "neither"
             raise InputError(f"connect exactly one of the images or video inputs; got {given}")
         if video is not None:
-            clip = media.from_comfy_video(video)
+            clip = media.from_comfy_video(host.decoded_video(video, "video"))
             images, fps = clip.frames, clip.fps
         with host.running(video_vae) as vae:
             encoded = pipeline.encode_video(vae, images, fps, duration or None, height or None, width or None)
@@ -85,6 +91,10 @@ class UniFormAudioEncode(UniFormNode):
     )
     RETURN_TYPES = (AUDIO_LATENT, "AUDIO")
     RETURN_NAMES = ("audio_latent", "audio")
+    OUTPUT_TOOLTIPS = (
+        "The encoded sound, for UniForm Task Latent's audio_latent input (a2v).",
+        "The sound as conformed to the model (mono 16 kHz, whole seconds), to save with the video.",
+    )
 
     @classmethod
     def INPUT_TYPES(cls):

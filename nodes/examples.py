@@ -17,6 +17,12 @@ class UniFormExampleClip(UniFormNode):
     )
     RETURN_TYPES = ("IMAGE", "FLOAT", "AUDIO", "STRING")
     RETURN_NAMES = ("frames", "fps", "audio", "caption")
+    OUTPUT_TOOLTIPS = (
+        "The clip's frames (T, H, W, 3), for UniForm Video Encode (v2a).",
+        "Their frame rate (17).",
+        "The clip's sound (16 kHz), for UniForm Audio Encode (a2v).",
+        "A caption describing the clip, e.g. to compare with a t2av prompt.",
+    )
 
     @classmethod
     def INPUT_TYPES(cls):

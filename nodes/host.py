@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from types import ModuleType, SimpleNamespace
 
+import av
 import torch
 
 from uniform_core.bundle import COMPONENT_FILES
@@ -33,6 +34,7 @@ PRECISIONS = ["auto", "fp32", "fp16", "bf16"]  # lists: ComfyUI validates combos
 OFFLOAD_MODES = ["auto", "offload", "keep on device"]
 _DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 _MODEL_EXTENSIONS = (".safetensors", ".sft", ".ckpt", ".pt", ".pth", ".bin")
+BUNDLE_FILES = (*COMPONENT_FILES.values(), "bundle.json")  # every file load_bundle reads
 
 
 def _comfy(name: str) -> ModuleType | None:
@@ -70,17 +72,17 @@ def model_dirs() -> list[str]:
 
 
 def list_model_files() -> list[str]:
-    """Weight files under the model folders, as paths relative to them (``sub/file.safetensors``)."""
+    """Weight files under the model folders, as paths relative to them (``sub/file.safetensors``); none whose real
+    path leaves the folders (a symlink out is not offered)."""
     folder_paths = _comfy("folder_paths")
     if folder_paths is not None and FOLDER in folder_paths.folder_names_and_paths:
-        return [f for f in folder_paths.get_filename_list(FOLDER) if f.lower().endswith(_MODEL_EXTENSIONS)]
-    found = set()
-    for root in model_dirs():
-        for dirpath, _, files in os.walk(root, followlinks=True):
-            for f in files:
-                if f.lower().endswith(_MODEL_EXTENSIONS):
-                    found.add(os.path.relpath(os.path.join(dirpath, f), root).replace(os.sep, "/"))
-    return sorted(found)
+        listed = folder_paths.get_filename_list(FOLDER)
+    else:
+        listed = set()
+        for root in model_dirs():
+            for dirpath, _, files in os.walk(root, followlinks=True):
+                listed.update(os.path.relpath(os.path.join(dirpath, f), root).replace(os.sep, "/") for f in files)
+    return sorted(f for f in listed if f.lower().endswith(_MODEL_EXTENSIONS) and _stays_inside(f))
 
 
 def list_bundles() -> list[str]:
@@ -88,22 +90,67 @@ def list_bundles() -> list[str]:
     bundles = set()
     for f in list_model_files():
         folder, name = os.path.split(f)
-        if folder and name == COMPONENT_FILES["dit"] and _is_bundle(resolve_model(folder)):
+        if folder and name == COMPONENT_FILES["dit"] and _is_bundle(folder):
             bundles.add(folder)
     return [EMBEDDED_BUNDLE, *sorted(bundles)]
 
 
-def _is_bundle(folder: str) -> bool:
+def _stays_inside(name: str) -> bool:
+    try:
+        resolve_model(name)
+    except InputError:
+        return False
+    return True
+
+
+def _is_bundle(name: str) -> bool:
+    try:
+        folder = resolve_bundle(name)
+    except InputError:
+        return False
     return all(os.path.isfile(os.path.join(folder, f)) for f in COMPONENT_FILES.values())
 
 
-def resolve_model(name: str) -> str:
-    """Full path of a file or folder listed by :func:`list_model_files` / :func:`list_bundles`."""
+def resolve_model(name: str, input_name: str = "model") -> str:
+    """Real path of a file or folder listed by :func:`list_model_files` / :func:`list_bundles`.
+
+    ``name`` must resolve (``..``, absolute paths and symlinks followed) to a path inside one of the model folders:
+    a node input must not be a way to read any file the server can."""
     for root in model_dirs():
         path = os.path.join(root, name)
-        if os.path.exists(path):
-            return path
-    raise InputError(f"model {name!r} was not found in {', '.join(model_dirs())}; put the file there")
+        if os.path.lexists(path):
+            return _inside_model_dirs(path, name, input_name)
+    raise InputError(
+        f"{input_name} {name!r} was not found in the model folder {', '.join(model_dirs())}; put it there"
+    )
+
+
+def resolve_bundle(name: str, input_name: str = "bundle") -> str:
+    """Real path of a bundle folder whose every file that exists (see :data:`BUNDLE_FILES`) stays inside the model
+    folders too."""
+    folder = resolve_model(name, input_name)
+    for f in BUNDLE_FILES:
+        if os.path.lexists(os.path.join(folder, f)):
+            _inside_model_dirs(os.path.join(folder, f), f"{name}/{f}", input_name)
+    return folder
+
+
+def _inside_model_dirs(path: str, name: str, input_name: str) -> str:
+    roots = model_dirs()
+    real = os.path.realpath(path)
+    if not any(is_inside(real, root) for root in roots):
+        raise InputError(
+            f"{input_name} {name!r} resolves to {real}, outside the model folder {', '.join(roots)}; "
+            "put the file itself (not a link to elsewhere) there"
+        )
+    return real
+
+
+def is_inside(path: str, folder: str) -> bool:
+    """Whether ``path`` really lies in ``folder``, after resolving ``..`` and symlinks on both: the one rule for
+    every file a node reads or writes."""
+    real, root = os.path.realpath(path), os.path.realpath(folder)
+    return os.path.commonpath((real, root)) == root
 
 
 # ---- output files -----------------------------------------------------------------------------------------
@@ -132,7 +179,7 @@ def next_output_file(prefix: str, extension: str, width: int = 0, height: int = 
     else:
         subfolder, name = os.path.split(os.path.normpath(prefix))
         folder = os.path.join(out_dir, subfolder)
-        if os.path.commonpath((os.path.abspath(out_dir), os.path.abspath(folder))) != os.path.abspath(out_dir):
+        if not is_inside(folder, out_dir):
             raise InputError(f"filename_prefix {prefix!r} points outside the output folder {out_dir}")
         pattern = re.compile(re.escape(name) + r"_(\d+)_")
         existing = os.listdir(folder) if os.path.isdir(folder) else []
@@ -273,6 +320,21 @@ def make_video(frames: torch.Tensor, fps: float, audio: dict | None = None):
     if impl is not None and util is not None:
         return impl.VideoFromComponents(util.VideoComponents(**components))
     return _PlainVideo(SimpleNamespace(metadata=None, **components))
+
+
+def decoded_video(video, input_name: str = "video"):
+    """``video`` decoded once (its frames, fps and sound), as a VIDEO value; a file that is no video (ComfyUI's
+    Load Video accepts any file name) becomes an InputError naming the input, not PyAV's or an IndexError."""
+    if not callable(getattr(video, "get_components", None)):
+        raise InputError(f"{input_name} must be a VIDEO (e.g. from Load Video); got {type(video).__name__}")
+    try:
+        components = video.get_components()
+    except (av.error.FFmpegError, IndexError, StopIteration, ValueError, OSError) as e:
+        reason = str(e) or type(e).__name__
+        raise InputError(
+            f"{input_name} could not be read as a video ({reason}); load a video file such as an MP4"
+        ) from e
+    return _PlainVideo(components)
 
 
 class _PlainVideo:

@@ -15,6 +15,9 @@ class UniFormTaskLatent(UniFormNode):
     DESCRIPTION = "Chooses the task. " + " ".join(f"{t}: {d}." for t, d in TASK_DESCRIPTIONS.items())
     RETURN_TYPES = (LATENT,)
     RETURN_NAMES = ("latent",)
+    OUTPUT_TOOLTIPS = (
+        "The task and its starting point (noise, plus the condition for a2v/v2a), for UniForm Sampler.",
+    )
 
     @classmethod
     def INPUT_TYPES(cls):

@@ -11,6 +11,11 @@ from uniform_core.model.uniform_dit import UniFormDiT
 from . import host
 from .common import AUDIO_VAE, DIT, TEXT_ENCODER, VIDEO_VAE, UniFormNode
 
+_DIT_TIP = "The diffusion transformer, for UniForm Sampler."
+_VIDEO_VAE_TIP = "The video VAE, for UniForm Video Encode and Video Decode."
+_AUDIO_VAE_TIP = "The audio VAE and vocoder, for UniForm Audio Encode and Audio Decode."
+_TEXT_ENCODER_TIP = "The T5 text encoder, for UniForm Text Encode."
+
 
 def _placement_inputs() -> dict:
     return {
@@ -39,13 +44,14 @@ class UniFormLoadDiT(UniFormNode):
     DESCRIPTION = "Loads the UniForm diffusion transformer (one self-describing safetensors file)."
     RETURN_TYPES = (DIT,)
     RETURN_NAMES = ("dit",)
+    OUTPUT_TOOLTIPS = (_DIT_TIP,)
 
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {"dit_name": _file_input("UniForm DiT"), **_placement_inputs()}}
 
     def execute(self, dit_name, precision, offload):
-        dit = UniFormDiT.load(host.resolve_model(dit_name))
+        dit = UniFormDiT.load(host.resolve_model(dit_name, "dit_name"))
         return (host.prepare(dit, dit_name, precision, offload),)
 
 
@@ -55,13 +61,14 @@ class UniFormLoadVideoVAE(UniFormNode):
     DESCRIPTION = "Loads the video VAE (Open-Sora VAE v1.2 or a UniForm video_vae file)."
     RETURN_TYPES = (VIDEO_VAE,)
     RETURN_NAMES = ("video_vae",)
+    OUTPUT_TOOLTIPS = (_VIDEO_VAE_TIP,)
 
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {"vae_name": _file_input("Video VAE"), **_placement_inputs()}}
 
     def execute(self, vae_name, precision, offload):
-        vae = load_video_vae(host.resolve_model(vae_name))
+        vae = load_video_vae(host.resolve_model(vae_name, "vae_name"))
         return (host.prepare(vae, vae_name, precision, offload),)
 
 
@@ -71,6 +78,7 @@ class UniFormLoadAudioVAE(UniFormNode):
     DESCRIPTION = "Loads the audio VAE (AudioLDM mel VAE) and the HiFi-GAN vocoder that turns its mel into sound."
     RETURN_TYPES = (AUDIO_VAE,)
     RETURN_NAMES = ("audio_vae",)
+    OUTPUT_TOOLTIPS = (_AUDIO_VAE_TIP,)
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -84,7 +92,8 @@ class UniFormLoadAudioVAE(UniFormNode):
 
     def execute(self, vae_name, vocoder_name, precision, offload):
         codec = AudioCodec(
-            load_audio_vae(host.resolve_model(vae_name)), load_vocoder(host.resolve_model(vocoder_name))
+            load_audio_vae(host.resolve_model(vae_name, "vae_name")),
+            load_vocoder(host.resolve_model(vocoder_name, "vocoder_name")),
         )
         return (host.prepare(codec, f"{vae_name} + {vocoder_name}", precision, offload),)
 
@@ -95,13 +104,14 @@ class UniFormLoadTextEncoder(UniFormNode):
     DESCRIPTION = "Loads the T5 text encoder whose width matches the DiT's caption channels."
     RETURN_TYPES = (TEXT_ENCODER,)
     RETURN_NAMES = ("text_encoder",)
+    OUTPUT_TOOLTIPS = (_TEXT_ENCODER_TIP,)
 
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {"text_encoder_name": _file_input("T5 text encoder"), **_placement_inputs()}}
 
     def execute(self, text_encoder_name, precision, offload):
-        encoder = load_text_encoder(host.resolve_model(text_encoder_name))
+        encoder = load_text_encoder(host.resolve_model(text_encoder_name, "text_encoder_name"))
         return (host.prepare(encoder, text_encoder_name, precision, offload),)
 
 
@@ -114,6 +124,7 @@ class UniFormLoadBundle(UniFormNode):
     )
     RETURN_TYPES = (DIT, VIDEO_VAE, AUDIO_VAE, TEXT_ENCODER)
     RETURN_NAMES = ("dit", "video_vae", "audio_vae", "text_encoder")
+    OUTPUT_TOOLTIPS = (_DIT_TIP, _VIDEO_VAE_TIP, _AUDIO_VAE_TIP, _TEXT_ENCODER_TIP)
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -125,7 +136,7 @@ class UniFormLoadBundle(UniFormNode):
         return {"required": {"bundle": (bundles, {"default": bundles[0], "tooltip": tooltip}), **_placement_inputs()}}
 
     def execute(self, bundle, precision, offload):
-        b = load_bundle(None if bundle == host.EMBEDDED_BUNDLE else host.resolve_model(bundle))
+        b = load_bundle(None if bundle == host.EMBEDDED_BUNDLE else host.resolve_bundle(bundle))
         parts = (b.dit, b.video_vae, b.audio_codec, b.text_encoder)
         return tuple(host.prepare(m, f"{bundle}: {type(m).__name__}", precision, offload) for m in parts)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from uniform_core import pipeline
 from uniform_core.diffusion.samplers import SAMPLER_DESCRIPTIONS, SAMPLERS
+from uniform_core.errors import InputError
 
 from . import host
 from .common import DIT, LATENT, TEXT, UniFormNode
@@ -15,6 +16,7 @@ class UniFormSampler(UniFormNode):
     DESCRIPTION = "Runs the diffusion loop. Cond and uncond run as one batch per step (classifier-free guidance)."
     RETURN_TYPES = (LATENT,)
     RETURN_NAMES = ("latent",)
+    OUTPUT_TOOLTIPS = ("The denoised latent, for UniForm Video Decode and Audio Decode.",)
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -59,6 +61,8 @@ class UniFormSampler(UniFormNode):
         }
 
     def execute(self, dit, latent, seed, steps, cfg, sampler, batch_size, text=None):
+        if getattr(latent, "task", None) == "t2av" and text is None:
+            raise InputError("task 't2av' needs the text input; connect it from a UniForm Text Encode node")
         progress, cancel = host.progress_reporter(), host.cancel_check()
         with host.running(dit) as model:
             out = pipeline.sample(model, latent, text, seed, steps, cfg, sampler, batch_size, progress, cancel)

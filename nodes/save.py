@@ -20,6 +20,7 @@ class UniFormSaveAV(UniFormNode):
     )
     RETURN_TYPES = ("VIDEO",)
     RETURN_NAMES = ("video",)
+    OUTPUT_TOOLTIPS = ("The first saved clip as a VIDEO, for native nodes such as Save Video.",)
     OUTPUT_NODE = True
 
     @classmethod

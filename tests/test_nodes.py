@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 import types
+import wave
+from pathlib import Path
 
 import av
 import pytest
@@ -87,6 +90,15 @@ def test_every_node_is_a_well_formed_v1_node(pack):
                     assert options[0]["default"] in kind, f"{node_id}.{name} default"
 
 
+def test_every_output_has_a_tooltip(pack):
+    for node_id, cls in pack.NODE_CLASS_MAPPINGS.items():
+        tips = getattr(cls, "OUTPUT_TOOLTIPS", ())
+        assert len(tips) == len(cls.RETURN_TYPES), (
+            f"{node_id}: {len(tips)} tooltips for {len(cls.RETURN_TYPES)} outputs"
+        )
+        assert all(isinstance(t, str) and t.strip() for t in tips), f"{node_id} has an empty output tooltip"
+
+
 def test_loaders_list_the_model_folder_and_the_embedded_default(pack):
     bundles = pack.NODE_CLASS_MAPPINGS["UniFormLoadBundle"].INPUT_TYPES()["required"]["bundle"][0]
     assert bundles == ["uniform-tiny (embedded)", "tiny"]
@@ -141,8 +153,81 @@ def test_precision_casts_the_weights(nodes):
 
 
 def test_missing_model_file_names_the_node_and_the_file(nodes):
-    with pytest.raises(InputError, match=r"^UniForm Load DiT: model 'nope.safetensors' was not found"):
+    with pytest.raises(InputError, match=r"^UniForm Load DiT: dit_name 'nope.safetensors' was not found"):
         nodes["UniFormLoadDiT"].run(dit_name="nope.safetensors", precision="auto", offload="auto")
+
+
+@pytest.fixture
+def escape_routes(models_dir, tmp_path, monkeypatch):
+    """A model folder beside a bundle outside it, with links out of the folder and one link that stays inside."""
+    root = tmp_path / "models"
+    root.mkdir()
+    (root / "tiny").mkdir()
+    for f in COMPONENT_FILES.values():
+        (root / "tiny" / f).symlink_to(models_dir / "tiny" / f)  # the fixture bundle, reached from elsewhere
+    outside = tmp_path / "outside"
+    save_bundle(random_tiny_bundle(seed=1), outside)
+    (root / "dir_out").symlink_to(outside, target_is_directory=True)
+    (root / "file_out.safetensors").symlink_to(outside / "dit.safetensors")
+    mixed = root / "mixed"  # a real folder whose DiT alone is a link out
+    mixed.mkdir()
+    for f in COMPONENT_FILES.values():
+        (mixed / f).write_bytes(b"")
+    (mixed / COMPONENT_FILES["dit"]).unlink()
+    (mixed / COMPONENT_FILES["dit"]).symlink_to(outside / COMPONENT_FILES["dit"])
+    save_bundle(random_tiny_bundle(seed=2), root / "real")
+    (root / "alias").symlink_to(root / "real", target_is_directory=True)  # stays inside: allowed
+    (root / "real_dit.safetensors").symlink_to(root / "real" / "dit.safetensors")
+    monkeypatch.setenv("UNIFORM_MODELS_DIR", str(root))
+    return root, outside
+
+
+def test_links_out_of_the_model_folder_are_not_listed(pack, escape_routes, tmp_path):
+    files = pack.NODE_CLASS_MAPPINGS["UniFormLoadDiT"].INPUT_TYPES()["required"]["dit_name"][0]
+    bundles = pack.NODE_CLASS_MAPPINGS["UniFormLoadBundle"].INPUT_TYPES()["required"]["bundle"][0]
+    assert not [f for f in files if f.startswith(("tiny/", "dir_out/", "file_out", "mixed/dit"))], files
+    assert {"real/dit.safetensors", "alias/dit.safetensors", "real_dit.safetensors"} <= set(files)
+    assert bundles == ["uniform-tiny (embedded)", "alias", "real"]
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "../outside/dit.safetensors",  # ../
+        "real/../../outside/dit.safetensors",
+        "ABSOLUTE",  # an absolute path outside the folder
+        "dir_out/dit.safetensors",  # a folder link out
+        "file_out.safetensors",  # a file link out
+        "mixed/dit.safetensors",
+    ],
+)
+def test_loaders_refuse_a_file_outside_the_model_folder(nodes, escape_routes, name):
+    root, outside = escape_routes
+    name = str(outside / "dit.safetensors") if name == "ABSOLUTE" else name
+    with pytest.raises(InputError, match=rf"^UniForm Load DiT: dit_name '{re.escape(name)}' resolves to .* outside"):
+        nodes["UniFormLoadDiT"].run(dit_name=name, precision="fp32", offload="auto")
+    with pytest.raises(InputError, match=rf"vocoder_name .* outside the model folder {re.escape(str(root))}"):
+        nodes["UniFormLoadAudioVAE"].run(
+            vae_name="real/audio_vae.safetensors", vocoder_name=name, precision="fp32", offload="auto"
+        )
+
+
+@pytest.mark.parametrize("name", ["../outside", "ABSOLUTE", "dir_out", "mixed", "tiny"])
+def test_bundle_loader_refuses_a_folder_or_file_outside_the_model_folder(nodes, escape_routes, name):
+    root, outside = escape_routes
+    name = str(outside) if name == "ABSOLUTE" else name
+    with pytest.raises(
+        InputError, match=rf"^UniForm Load Bundle: bundle '{re.escape(name)}.*' resolves to .* outside"
+    ):
+        nodes["UniFormLoadBundle"].run(bundle=name, precision="fp32", offload="auto")
+
+
+def test_links_that_stay_inside_the_model_folder_load(nodes, escape_routes):
+    (dit,) = nodes["UniFormLoadDiT"].run(dit_name="real_dit.safetensors", precision="fp32", offload="auto")
+    via_alias, *_ = nodes["UniFormLoadBundle"].run(bundle="alias", precision="fp32", offload="auto")
+    want = random_tiny_bundle(seed=2).dit.state_dict()
+    for loaded in (dit, via_alias):
+        assert all(torch.equal(loaded.module.state_dict()[k], want[k]) for k in want)
 
 
 def test_embedded_bundle(nodes):
@@ -194,6 +279,45 @@ def test_video_encode_needs_exactly_one_input(nodes, parts, clip, host, given):
         nodes["UniFormVideoEncode"].run(video_vae=parts[1], fps=17.0, duration=0, width=0, height=0, **inputs)
 
 
+class FileVideo:
+    """A VIDEO read from a file as ComfyUI's Load Video reads it (VideoFromFile: PyAV, first video stream)."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def get_components(self):
+        with av.open(str(self.path)) as container:
+            frames = [torch.from_numpy(f.to_ndarray(format="rgb24")) / 255 for f in container.decode(video=0)]
+            rate = next(s for s in container.streams if s.type == "video").average_rate
+        return types.SimpleNamespace(images=torch.stack(frames), frame_rate=rate, audio=None)
+
+
+def test_video_encode_reads_a_video_file(nodes, parts, clip, tmp_path):
+    from uniform_core import media
+
+    path = tmp_path / "clip.mp4"
+    media.write_mp4(path, clip[0], clip[1])
+    latent, frames, _ = nodes["UniFormVideoEncode"].run(
+        video_vae=parts[1], fps=1.0, duration=0, width=0, height=0, video=FileVideo(path)
+    )
+    assert frames.shape == (VIDEO_FPS * SECONDS, SIZE, SIZE, 3)
+
+
+@pytest.mark.parametrize("content", ["text", "wav"])
+def test_video_encode_names_a_file_that_is_no_video(nodes, parts, tmp_path, content):
+    path = tmp_path / "upload.mp4"
+    if content == "text":
+        path.write_text("not a video\n" * 20)  # PyAV: InvalidDataError
+    else:
+        with wave.open(str(path), "wb") as w:  # sound only: ComfyUI's decode(video=0) raises IndexError
+            w.setnchannels(1), w.setsampwidth(2), w.setframerate(SAMPLE_RATE)
+            w.writeframes(bytes(2 * SAMPLE_RATE))
+    with pytest.raises(InputError, match=r"^UniForm Video Encode: video could not be read as a video"):
+        nodes["UniFormVideoEncode"].run(
+            video_vae=parts[1], fps=17.0, duration=0, width=0, height=0, video=FileVideo(path)
+        )
+
+
 def test_audio_encode_conforms_any_audio(nodes, parts):
     stereo_44k = {"waveform": torch.rand(1, 2, 44100 * SECONDS) - 0.5, "sample_rate": 44100}
     latent, audio = nodes["UniFormAudioEncode"].run(audio_vae=parts[2], audio=stereo_44k, duration=0)
@@ -234,6 +358,11 @@ def test_sampler_is_seeded_and_keeps_the_condition(nodes, parts, clip):
     assert torch.equal(a.audio, audio_latent.latent)
 
 
+def test_t2av_without_text_is_refused(nodes, parts):
+    with pytest.raises(InputError, match=r"^UniForm Sampler: task 't2av' needs the text input"):
+        sample(nodes, parts, t2av_latent(nodes), text=None)
+
+
 def test_sampler_reports_progress_and_honours_cancel_through_comfyui(nodes, parts, monkeypatch):
     """With ComfyUI's modules present, the sampler drives comfy.utils.ProgressBar and stops on Cancel."""
     updates = []
@@ -261,8 +390,9 @@ def test_sampler_reports_progress_and_honours_cancel_through_comfyui(nodes, part
     monkeypatch.setitem(sys.modules, "comfy", types.ModuleType("comfy"))
     monkeypatch.setitem(sys.modules, "comfy.utils", types.SimpleNamespace(ProgressBar=ProgressBar))
     monkeypatch.setitem(sys.modules, "comfy.model_management", mm)
+    (text,) = nodes["UniFormTextEncode"].run(text_encoder=parts[3], prompt="a red ball", negative_prompt="")
     with pytest.raises(Interrupted):
-        sample(nodes, parts, t2av_latent(nodes), steps=10)
+        sample(nodes, parts, t2av_latent(nodes), text=text, steps=10)
     assert updates and updates[-1][1] == 10 and 3 <= len(updates) < 10
 
 
@@ -328,3 +458,18 @@ def test_av_sync_scores_aligned_above_shifted_sound(nodes):
     off, _ = nodes["UniFormAVSync"].run(frames=frames, fps=fps, audio=shifted)
     assert 0 <= off < aligned <= 1
     assert plot.dim() == 4 and plot.shape[0] == 1 and plot.shape[-1] == 3
+
+
+@pytest.mark.parametrize("absent", ["librosa", "cv2"])
+def test_av_sync_without_its_packages_gives_the_readmes_fix(nodes, monkeypatch, absent):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == absent else real(name, *a))
+    frames, fps, audio, _ = nodes["UniFormExampleClip"].run(seed=4, duration=SECONDS, size=SIZE, objects=1)
+    with pytest.raises(UniFormError, match=r"^UniForm AV Sync: AV-align needs") as e:
+        nodes["UniFormAVSync"].run(frames=frames, fps=fps, audio=audio)
+    fix = "pip install librosa opencv-python-headless"
+    assert fix in str(e.value) and "python_embeded" in str(e.value)
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert fix in readme and "python_embeded" in readme
