@@ -21,10 +21,11 @@ from .bundle import Bundle, load_bundle
 from .codecs.audio import AudioCodec
 from .codecs.text import TextEncoder
 from .codecs.video_vae import VideoVAE
+from .diffusion.continuation import continuation_keep_mask
 from .diffusion.guidance import make_model_fn
 from .diffusion.samplers import check_sampler
 from .diffusion.samplers import sample as run_sampler
-from .diffusion.task_latent import TaskLatent, keep_mask, pack, unpack
+from .diffusion.task_latent import TaskLatent, pack, unpack
 from .errors import InputError
 from .model.uniform_dit import UniFormDiT
 from .tasks import (
@@ -181,11 +182,13 @@ def make_task_latent(
     width: int | None = None,
     video: VideoLatent | None = None,
     audio: AudioLatent | None = None,
+    max_seconds: int = 16,
 ) -> TaskLatent:
     """The latent a task starts from: zeros where it generates, the clean condition where it conditions.
 
     A2V needs ``audio``, V2A needs ``video``; T2AV uses neither. The duration and size follow the condition when
-    one is given (and must agree with ``duration``/``height``/``width`` if those are given too).
+    one is given (and must agree with ``duration``/``height``/``width`` if those are given too). ``max_seconds``:
+    the longest duration accepted (long clips, sampled in windows, pass ``tasks.LONG_MAX_SECONDS``).
     """
     task_index(task)
     if task == "a2v" and audio is None:
@@ -194,13 +197,13 @@ def make_task_latent(
         raise InputError("task 'v2a' (video to audio) needs the video input; none was given")
     condition = audio if task == "a2v" else video if task == "v2a" else None
     if condition is not None:
-        if duration is not None and check_duration(duration) != condition.duration:
+        if duration is not None and check_duration(duration, max_seconds) != condition.duration:
             raise InputError(
                 f"duration {duration} s does not match the {condition.duration} s {task} condition; "
                 "leave duration out or encode the condition with the same duration"
             )
         duration = condition.duration
-    seconds = check_duration(duration if duration is not None else 4)
+    seconds = check_duration(duration if duration is not None else 4, max_seconds)
     if task == "v2a":
         h, w = video.frames.shape[1], video.frames.shape[2]
         if (height, width) not in ((None, None), (h, w)):
@@ -246,25 +249,32 @@ def sample(
     batch_size: int = 1,
     progress: Progress | None = None,
     cancel: Cancel | None = None,
+    cfg_audio: float | None = None,
+    given_frames: int = 0,
 ) -> SampleOutput:
     """Denoise the generated modality of ``latent``; item ``i`` of the batch uses seed ``seed + i``.
 
-    Cond and uncond run as one batch per step (classifier-free guidance with scale ``cfg``). Without ``text`` the
-    model is conditioned on its learned null caption only, so guidance is skipped.
+    Cond and uncond run as one batch per step (classifier-free guidance with scale ``cfg``, or ``cfg`` on the video
+    and ``cfg_audio`` on the audio). Without ``text`` the model is conditioned on its learned null caption only, so
+    guidance is skipped. ``given_frames``: the first latent frames of both modalities are given by ``latent`` and
+    kept clean (continuation, :mod:`~uniform_core.diffusion.continuation`).
     """
     _check_sampling_args(seed, steps, cfg, sampler, batch_size)
+    if cfg_audio is not None:
+        _check_sampling_args(seed, steps, cfg_audio, sampler, batch_size)
     device = _device_of(dit)
     seeds = [seed + i for i in range(batch_size)]
     video = latent.video.expand(batch_size, *latent.video.shape[1:]).to(device)
     audio = latent.audio.expand(batch_size, *latent.audio.shape[1:]).to(device)
     clean = pack(video, audio)
-    keep = keep_mask(latent.task, video.shape, audio.shape).to(device)
+    keep = continuation_keep_mask(latent.task, video.shape, audio.shape, given_frames).to(device)
     generators = [torch.Generator("cpu").manual_seed(s) for s in seeds]
     noise = torch.stack([torch.randn(clean.shape[1], generator=g) for g in generators]).to(device)
 
     batch_latent = latent.with_latents(video, audio)
     y, mask, y_null, mask_null, scale = _text_batch(dit, text, batch_size, cfg, device)
-    model_fn = make_model_fn(dit, batch_latent, y, mask, y_null, mask_null, scale)
+    audio_scale = scale if cfg_audio is None or text is None else cfg_audio
+    model_fn = make_model_fn(dit, batch_latent, y, mask, y_null, mask_null, scale, audio_scale)
     x0 = run_sampler(model_fn, noise, clean, keep, sampler, steps, generators, callback=progress, cancel=cancel)
     video_out, audio_out = unpack(x0, video.shape, audio.shape)
     return SampleOutput(latent=latent.with_latents(video_out.float().cpu(), audio_out.float().cpu()), seeds=seeds)

@@ -40,6 +40,9 @@ def generates_audio(task: str) -> bool:
     return task_index(task) in (0, 2)
 
 
+LONG_MAX_SECONDS = 3600  # clips longer than the model's window are sampled in windows (uniform_core.long)
+
+
 def check_duration(seconds: float, max_seconds: int = 16) -> int:
     """Whole seconds (one 17-frame chunk each) for ``seconds``; anything else is an InputError."""
     if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or seconds != int(seconds):

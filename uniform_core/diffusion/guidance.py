@@ -2,10 +2,14 @@
 
 Conditional and unconditional passes run as one DiT call on a batch of 2B (Open-Sora's forward_with_cfg):
 inputs [x; x], captions [y; y_null]. The guided noise is eps_u + s (eps_c - eps_u) (Ho & Salimans 2022); the
-learned variance is taken from the conditional half.
+learned variance is taken from the conditional half. Sound and picture may be guided by different scales in the
+same batched call: the scale is then a vector over the packed layout (``cfg_video`` on video entries, ``cfg_audio``
+on audio entries).
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 
@@ -32,8 +36,9 @@ def _is_scale(value) -> bool:
     return not isinstance(value, bool) and isinstance(value, (int, float)) and value >= 0
 
 
-def cfg_combine(eps_cond: torch.Tensor, eps_uncond: torch.Tensor, scale: float) -> torch.Tensor:
-    """eps_uncond + scale * (eps_cond - eps_uncond); scale 1 is the conditional model, 0 the unconditional one."""
+def cfg_combine(eps_cond: torch.Tensor, eps_uncond: torch.Tensor, scale: float | torch.Tensor) -> torch.Tensor:
+    """eps_uncond + scale * (eps_cond - eps_uncond); scale 1 is the conditional model, 0 the unconditional one.
+    ``scale`` is a number or a [D] tensor (one scale per packed entry)."""
     return eps_uncond + scale * (eps_cond - eps_uncond)
 
 
@@ -62,6 +67,7 @@ def make_model_fn(
     y_null: torch.Tensor | None,
     mask_null: torch.Tensor | None,
     cfg_scale: float,
+    audio_cfg_scale: float | None = None,
 ) -> ModelFn:
     """A ``model_fn(x [B, D], t [B] long) -> (eps [B, D], v [B, D])`` for :func:`samplers.sample`.
 
@@ -71,15 +77,18 @@ def make_model_fn(
     mask [B or 1, L] (or None = all valid); None means no text (A2V/V2A may run without it): the null caption is the
     only condition and no guidance is applied. y_null / mask_null: the unconditional (or negative-prompt)
     caption; None uses ``dit.null_caption`` with y's length and mask, as Open-Sora does. Captions of different
-    lengths are zero-padded and masked. cfg_scale >= 0; at 1 only the conditional pass runs (batch B).
+    lengths are zero-padded and masked. cfg_scale >= 0 guides the video, and the audio too unless
+    ``audio_cfg_scale`` >= 0 is given; when both are 1 only the conditional pass runs (batch B).
     """
-    if isinstance(cfg_scale, bool) or not isinstance(cfg_scale, (int, float)) or not cfg_scale >= 0:
-        raise InputError(f"cfg_scale must be a number >= 0; got {cfg_scale!r}")
+    audio_cfg_scale = cfg_scale if audio_cfg_scale is None else audio_cfg_scale
+    for name, value in (("cfg_scale", cfg_scale), ("audio_cfg_scale", audio_cfg_scale)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+            raise InputError(f"{name} must be a number >= 0; got {value!r}")
     if y is None and y_null is None:
         raise InputError("make_model_fn needs y or y_null: with no caption at all pass y_null=dit.null_caption(...)")
     if y is None:  # text-free: the unconditional model is the whole prediction
-        y, mask, y_null, mask_null, cfg_scale = y_null, mask_null, None, None, 1.0
-    guided = cfg_scale != 1.0
+        y, mask, y_null, mask_null, cfg_scale, audio_cfg_scale = y_null, mask_null, None, None, 1.0, 1.0
+    guided = cfg_scale != 1.0 or audio_cfg_scale != 1.0
     if guided and y_null is None:
         y_null, mask_null = dit.null_caption(y.shape[0], y.shape[1]).to(y), mask
     if guided and (y_null.shape[1] != y.shape[1] or (mask is None) != (mask_null is None)):
@@ -90,6 +99,10 @@ def make_model_fn(
 
     video_shape, audio_shape = latent.video.shape[1:], latent.audio.shape[1:]
     video_channels, audio_channels = video_shape[0], audio_shape[0]
+    scale: float | torch.Tensor = float(cfg_scale)
+    if audio_cfg_scale != cfg_scale:  # one scale per packed entry: [video entries | audio entries]
+        sizes = (math.prod(video_shape), math.prod(audio_shape))
+        scale = torch.cat([torch.full((sizes[0],), float(cfg_scale)), torch.full((sizes[1],), float(audio_cfg_scale))])
     task = task_index(latent.task)
     param = next(dit.parameters(), None)
     dtype = param.dtype if param is not None else latent.video.dtype
@@ -119,7 +132,10 @@ def make_model_fn(
         var = pack(video_out[:, video_channels:], audio_out[:, audio_channels:]).to(x.dtype)
         if guided:
             eps_cond, eps_uncond = eps.chunk(2)
-            eps, var = cfg_combine(eps_cond, eps_uncond, cfg_scale), var[:batch]
+            eps, var = (
+                cfg_combine(eps_cond, eps_uncond, scale if isinstance(scale, float) else scale.to(x)),
+                var[:batch],
+            )
         return eps, var
 
     return model_fn

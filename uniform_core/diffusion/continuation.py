@@ -1,0 +1,37 @@
+"""Continuation: the first latent frames of both modalities are given and kept clean, the rest is generated.
+
+This is the task noise scheme of A2V/V2A (paper III-A) applied along time instead of along a modality: the given
+entries of the packed latent are the model's clean input at every step (their noise is zero, with the one shared
+timestep the model sees for the whole latent) and are reset to their given value after every sampler step, exactly
+as :func:`samplers.sample` treats a task's kept modality. It needs no training: the task token stays the window's
+own task (t2av, a2v or v2a), so a T2AV window whose first second is given is still the T2AV model.
+
+Given frames cover the same time window in both modalities: ``k`` video latent frames and the
+``k * AUDIO_STEPS_PER_LATENT_FRAME`` audio latent steps that fall in them.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..errors import InputError
+from ..tasks import AUDIO_STEPS_PER_LATENT_FRAME
+from .task_latent import _item_shape, keep_mask
+
+
+def continuation_keep_mask(task: str, video_shape, audio_shape, given_frames: int) -> torch.Tensor:
+    """[D] bool over the packed layout: the task's kept modality plus the first ``given_frames`` video latent frames
+    and their ``5 * given_frames`` audio latent steps. ``given_frames`` 0 is the task's own mask."""
+    video_shape = _item_shape(video_shape, 4, "video_shape")
+    audio_shape = _item_shape(audio_shape, 3, "audio_shape")
+    frames = video_shape[1]
+    if isinstance(given_frames, bool) or not isinstance(given_frames, int) or not 0 <= given_frames < frames:
+        raise InputError(
+            f"given_frames must be an int from 0 to {frames - 1} (the window has {frames} latent frames and at least "
+            f"one must be generated); got {given_frames!r}"
+        )
+    given_video = torch.zeros(video_shape, dtype=torch.bool)
+    given_video[:, :given_frames] = True
+    given_audio = torch.zeros(audio_shape, dtype=torch.bool)
+    given_audio[:, : given_frames * AUDIO_STEPS_PER_LATENT_FRAME] = True
+    return keep_mask(task, video_shape, audio_shape) | torch.cat([given_video.flatten(), given_audio.flatten()])

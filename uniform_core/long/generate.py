@@ -1,0 +1,206 @@
+"""T2AV, A2V and V2A of any length: the pipeline's stages with the sampling done in windows.
+
+The given modality of A2V/V2A covers the whole clip and is encoded one window-sized piece at a time; the latent
+is sampled window by window (:mod:`.windows`); the result is decoded chunk by chunk (video) and in overlapping
+segments (audio, :mod:`.codec_segments`) straight into the output, so memory beyond the output stays that of one
+window. Two ways to join the windows' decoded outputs are offered (``seam``):
+
+- ``"latent"``: the windows share their overlap in the latent (the later window keeps it clean), so the clip has
+  one continuous latent, which is decoded as one clip would be.
+- ``"crossfade"``: every window is decoded on its own and the overlapping second is cross-faded linearly.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+import torch
+
+from .. import media
+from ..diffusion.task_latent import TaskLatent
+from ..errors import InputError
+from ..pipeline import (
+    AudioLatent,
+    Cancel,
+    GenerationResult,
+    Progress,
+    UniFormPipeline,
+    VideoLatent,
+    decode_video,
+    encode_text,
+    make_task_latent,
+)
+from ..tasks import (
+    AUDIO_LATENT_STEPS_PER_SECOND,
+    FRAMES_PER_CHUNK,
+    LONG_MAX_SECONDS,
+    SAMPLE_RATE,
+    VIDEO_FPS,
+    check_duration,
+    check_size,
+    generates_audio,
+    generates_video,
+    task_index,
+)
+from .codec_segments import decode_audio_long, encode_audio_long
+from .windows import plan_windows, sample_long, window_latent
+
+SEAMS = ("latent", "crossfade")
+AUDIO_CONTEXT_STEPS = 8  # 0.32 s each side: beyond it the tiny codec's segment edges change the waveform < 1 %
+
+
+def _seconds_of(duration, samples: int, rate: float) -> int:
+    return check_duration(duration if duration is not None else max(1, int(samples / rate)), LONG_MAX_SECONDS)
+
+
+def _round_size(pixels: int) -> int:
+    return max(16, pixels // 16 * 16)
+
+
+@torch.no_grad()
+def encode_video_long(pipe: UniFormPipeline, clip: media.VideoClip, duration, height, width, window: int):
+    """The V2A condition of a whole clip: frames conformed to 17 fps, whole seconds and a multiple of 16 px, then
+    encoded ``window`` seconds at a time (the VAE encodes each 1 s chunk on its own, so this is exact)."""
+    seconds = _seconds_of(duration, clip.frames.shape[0], clip.fps)
+    h = height or _round_size(clip.frames.shape[1])
+    w = width or _round_size(clip.frames.shape[2])
+    check_size(h, w)
+    frames, notes = media.conform_video(clip.frames, clip.fps, VIDEO_FPS, seconds * FRAMES_PER_CHUNK, h, w)
+    vae = pipe.bundle.video_vae
+    pieces = []
+    with pipe._use(vae):
+        param = next(vae.parameters())
+        for start in range(0, seconds, window):
+            part = frames[start * FRAMES_PER_CHUNK : (start + window) * FRAMES_PER_CHUNK]
+            pixels = part.permute(3, 0, 1, 2).unsqueeze(0).to(param.device, param.dtype) * 2 - 1
+            pieces.append(vae.encode(pixels, deterministic=True).float().cpu())
+    return VideoLatent(latent=torch.cat(pieces, dim=2), frames=frames, fps=VIDEO_FPS, notes=notes)
+
+
+@torch.no_grad()
+def encode_audio_for_long(pipe: UniFormPipeline, clip: media.AudioClip, duration, window: int) -> AudioLatent:
+    """The A2V condition of a whole clip: mono 16 kHz, whole seconds, encoded in window-sized segments."""
+    seconds = _seconds_of(duration, clip.waveform.shape[-1], clip.sample_rate)
+    mono, notes = media.conform_audio(clip.waveform, clip.sample_rate, SAMPLE_RATE, seconds * SAMPLE_RATE)
+    codec = pipe.bundle.audio_codec
+    with pipe._use(codec):
+        z = encode_audio_long(codec, mono, window * AUDIO_LATENT_STEPS_PER_SECOND, AUDIO_CONTEXT_STEPS)
+    return AudioLatent(latent=z, waveform=mono, notes=notes)
+
+
+@torch.no_grad()
+def decode_long(pipe: UniFormPipeline, latent: TaskLatent, window: int, overlap: int, seam: str = "latent"):
+    """(frames (B, T, H, W, 3) or None, waveform (B, 1, N) or None) of the generated modalities of ``latent``,
+    joined as ``seam`` says; T = 17 per second and N = 16000 per second exactly."""
+    if seam not in SEAMS:
+        raise InputError(f"seam must be one of {', '.join(SEAMS)}; got {seam!r}")
+    b = pipe.bundle
+    frames = waveform = None
+    if seam == "latent":
+        if generates_video(latent.task):
+            with pipe._use(b.video_vae):
+                frames, _ = decode_video(b.video_vae, latent)
+        if generates_audio(latent.task):
+            with pipe._use(b.audio_codec):
+                span = window * AUDIO_LATENT_STEPS_PER_SECOND
+                waveform = decode_audio_long(b.audio_codec, latent.audio, span, AUDIO_CONTEXT_STEPS).unsqueeze(1)
+        return frames, waveform
+    plan = plan_windows(int(latent.duration), window, overlap)
+    if generates_video(latent.task):
+        with pipe._use(b.video_vae):
+            frames = _crossfade(plan, FRAMES_PER_CHUNK, lambda part: decode_video(b.video_vae, part)[0], latent)
+    if generates_audio(latent.task):
+        with pipe._use(b.audio_codec):
+            waveform = _crossfade(plan, SAMPLE_RATE, lambda part: b.audio_codec.decode(part.audio).cpu(), latent)
+            waveform = waveform.unsqueeze(1)
+    return frames, waveform
+
+
+def _crossfade(plan, per_second: int, decode: Callable[[TaskLatent], torch.Tensor], latent: TaskLatent):
+    """Decode every window of ``plan`` on its own and join them along dim 1, ramping linearly from the earlier
+    window to the later one over the seconds they share."""
+    out = None
+    for part in plan:
+        piece = decode(window_latent(latent, part))  # (B, part.seconds * per_second, ...)
+        if out is None:
+            out = piece.new_empty(piece.shape[0], int(latent.duration) * per_second, *piece.shape[2:])
+        start, shared = part.start * per_second, part.given * per_second
+        if shared:
+            ramp = torch.linspace(0, 1, shared + 2)[1:-1].view(1, shared, *[1] * (piece.dim() - 2))
+            out[:, start : start + shared] = (1 - ramp) * out[:, start : start + shared] + ramp * piece[:, :shared]
+        out[:, start + shared : part.stop * per_second] = piece[:, shared:]
+    return out
+
+
+def generate_long(
+    pipe: UniFormPipeline,
+    task: str,
+    prompt: str | None = None,
+    video: str | os.PathLike | media.VideoClip | None = None,
+    audio: str | os.PathLike | media.AudioClip | None = None,
+    duration: int | None = None,
+    seed: int = 0,
+    steps: int = 30,
+    cfg: float | None = None,
+    cfg_audio: float | None = None,
+    sampler: str | None = None,
+    negative_prompt: str = "",
+    batch_size: int = 1,
+    height: int | None = None,
+    width: int | None = None,
+    window: int | None = None,
+    overlap: int = 1,
+    seam: str = "latent",
+    progress: Progress | None = None,
+    cancel: Cancel | None = None,
+) -> GenerationResult:
+    """:meth:`UniFormPipeline.generate` for clips of any whole-second length (up to ``tasks.LONG_MAX_SECONDS``),
+    sampled in windows of ``window`` s (default: the bundle's clip length) that share ``overlap`` s. A2V/V2A last
+    as long as their input unless ``duration`` is given. ``cfg`` guides the video and ``cfg_audio`` (default:
+    ``cfg``) the audio. ``progress(step, total)`` runs over the steps of all windows."""
+    task_index(task)
+    b = pipe.bundle
+    window = b.duration if window is None else window
+    cfg = b.cfg_for(task) if cfg is None else cfg
+    sampler = b.sampler if sampler is None else sampler
+    if task == "t2av" and not (prompt and prompt.strip()):
+        raise InputError("task 't2av' (text to audio+video) needs a prompt")
+    for needed, given, name in (("a2v", audio, "audio"), ("v2a", video, "video")):
+        if task == needed and given is None:
+            raise InputError(f"task {task!r} needs the {name} input; none was given")
+    plan_windows(1, window, overlap)  # checks window and overlap before any work
+    text = None
+    if prompt and prompt.strip():
+        with pipe._use(b.text_encoder):
+            text = encode_text(b.text_encoder, prompt, negative_prompt)
+    video_latent = audio_latent = None
+    if task == "v2a":
+        clip = video if isinstance(video, media.VideoClip) else media.read_video(video, with_audio=False)
+        video_latent = encode_video_long(pipe, clip, duration, height, width, window)
+    if task == "a2v":
+        clip = audio if isinstance(audio, media.AudioClip) else media.read_audio(audio)
+        audio_latent = encode_audio_for_long(pipe, clip, duration, window)
+    if task == "t2av" and duration is None:
+        duration = b.duration
+    latent = make_task_latent(
+        task,
+        duration=duration if task == "t2av" else None,
+        height=None if task == "v2a" else (height or b.height),
+        width=None if task == "v2a" else (width or b.width),
+        video=video_latent,
+        audio=audio_latent,
+        max_seconds=LONG_MAX_SECONDS,
+    )
+    with pipe._use(b.dit):
+        out = sample_long(
+            b.dit, latent, text, seed, steps, cfg, sampler, batch_size, window, overlap, progress, cancel, cfg_audio
+        )
+    frames, waveform = decode_long(pipe, out.latent, window, overlap, seam)
+    batch = len(out.seeds)
+    if frames is None:
+        frames = video_latent.frames.unsqueeze(0).expand(batch, -1, -1, -1, -1)
+    if waveform is None:
+        waveform = audio_latent.waveform.view(1, 1, -1).expand(batch, -1, -1)
+    notes = (video_latent.notes if video_latent else []) + (audio_latent.notes if audio_latent else [])
+    return GenerationResult(task, frames, float(VIDEO_FPS), waveform, SAMPLE_RATE, out.seeds, notes)
