@@ -97,7 +97,9 @@ def load_bundle(path: str | os.PathLike | None = None, device: str | torch.devic
         cfg=info.get("cfg", 5.0),
     )
     for module in bundle.modules().values():
-        module.to(device).eval()
+        if torch.device(device).type != "cpu":  # loaded on the CPU; .to() would walk every module for nothing
+            module.to(device)
+        module.eval()
     return bundle
 
 

@@ -13,16 +13,18 @@ import math
 import os
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
-from diffusers import AutoencoderKL
-from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
 from torch import nn
-from transformers import SpeechT5HifiGan, SpeechT5HifiGanConfig
 
 from ..checkpoint import load_matching, load_state_dict_file, read_component_config, read_metadata, save_component
+from ..empty_init import empty_init
 from ..errors import CheckpointError, InputError
 from .mel import MelConfig, MelFrontEnd, check_waveform, normalize_waveform
+
+if TYPE_CHECKING:
+    from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
 
 logger = logging.getLogger(__name__)
 
@@ -128,6 +130,8 @@ class AudioVAE(nn.Module):
     def __init__(self, config: AudioVAEConfig):
         super().__init__()
         self.config = config
+        from diffusers import AutoencoderKL  # here, not at import: diffusers pulls in torch._dynamo (seconds)
+
         self.model = AutoencoderKL(**config.diffusers_kwargs())
 
     @classmethod
@@ -149,8 +153,10 @@ class AudioVAE(nn.Module):
     @classmethod
     def load(cls, path: str | os.PathLike) -> AudioVAE:
         """A UniForm ``audio_vae`` component file."""
-        vae = cls(AudioVAEConfig.from_dict(read_component_config(path, AUDIO_VAE_KIND), f"audio VAE file {path}"))
-        load_matching(vae.model, load_state_dict_file(path), f"audio VAE file {path}")
+        config = AudioVAEConfig.from_dict(read_component_config(path, AUDIO_VAE_KIND), f"audio VAE file {path}")
+        with empty_init():  # no random init: every weight comes from the file
+            vae = cls(config)
+        load_matching(vae.model, load_state_dict_file(path), f"audio VAE file {path}", assign=True)
         return vae
 
 
@@ -160,6 +166,8 @@ class Vocoder(nn.Module):
     def __init__(self, config: VocoderConfig):
         super().__init__()
         self.config = config
+        from transformers import SpeechT5HifiGan, SpeechT5HifiGanConfig  # here, not at import (seconds)
+
         self.model = SpeechT5HifiGan(SpeechT5HifiGanConfig(**asdict(config)))
 
     @classmethod
@@ -185,8 +193,10 @@ class Vocoder(nn.Module):
     @classmethod
     def load(cls, path: str | os.PathLike) -> Vocoder:
         """A UniForm ``vocoder`` component file."""
-        vocoder = cls(VocoderConfig.from_dict(read_component_config(path, VOCODER_KIND), f"vocoder file {path}"))
-        load_matching(vocoder.model, load_state_dict_file(path), f"vocoder file {path}")
+        config = VocoderConfig.from_dict(read_component_config(path, VOCODER_KIND), f"vocoder file {path}")
+        with empty_init():  # no random init: every weight comes from the file
+            vocoder = cls(config)
+        load_matching(vocoder.model, load_state_dict_file(path), f"vocoder file {path}", assign=True)
         return vocoder
 
 

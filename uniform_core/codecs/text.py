@@ -12,14 +12,17 @@ import json
 import os
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
-from tokenizers import Tokenizer
 from torch import nn
-from transformers import AutoTokenizer, ByT5Tokenizer, PreTrainedTokenizerFast, T5Config, T5EncoderModel
 
 from ..checkpoint import load_matching, load_state_dict_file, read_component_config, read_metadata, save_component
+from ..empty_init import empty_init
 from ..errors import CheckpointError, InputError
+
+if TYPE_CHECKING:
+    from transformers import T5Config, T5EncoderModel
 
 TEXT_ENCODER_KIND = "text_encoder"
 TOKENIZERS = ("byt5", "folder")
@@ -55,6 +58,8 @@ class TextEncoderConfig:
             raise InputError(f"text encoder max_length must be a positive int; got {self.max_length!r}")
 
     def t5_config(self) -> T5Config:
+        from transformers import T5Config  # here, not at import: transformers takes seconds to import
+
         t5 = {k: v for k, v in asdict(self).items() if k not in ("tokenizer", "max_length")}
         return T5Config(**t5, dropout_rate=0.0, is_encoder_decoder=False, use_cache=False, pad_token_id=0)
 
@@ -83,6 +88,8 @@ class TextEncoder(nn.Module):
         built from ``config`` with random weights)."""
         super().__init__()
         self.config = config
+        from transformers import ByT5Tokenizer, T5EncoderModel  # here, not at import (seconds)
+
         if config.tokenizer == "byt5":
             tokenizer = ByT5Tokenizer()
         elif tokenizer is None:
@@ -154,11 +161,16 @@ class TextEncoder(nn.Module):
         if config.tokenizer == "folder":
             if "tokenizer_json" not in data:
                 raise CheckpointError(f"text encoder file {path} has a folder tokenizer but does not hold it")
+            from tokenizers import Tokenizer
+            from transformers import PreTrainedTokenizerFast
+
             tokenizer = PreTrainedTokenizerFast(
                 tokenizer_object=Tokenizer.from_str(data["tokenizer_json"]), **data["special_tokens"]
             )
-        encoder = cls(config, tokenizer)
-        load_matching(encoder.model, load_state_dict_file(path), f"text encoder file {path}")
+        with empty_init():  # no random init: every weight comes from the file
+            encoder = cls(config, tokenizer)
+        load_matching(encoder.model, load_state_dict_file(path), f"text encoder file {path}", assign=True)
+        encoder.model.set_input_embeddings(encoder.model.shared)  # assign untied T5's shared token table
         return encoder
 
 
@@ -191,6 +203,8 @@ def _load_hf_folder(folder: Path, expected: str) -> TextEncoder:
         raise CheckpointError(f"{folder} has no readable config.json; expected {expected}") from e
     if hf_config.get("model_type") != "t5":
         raise CheckpointError(f"{config_path} describes a {hf_config.get('model_type')!r} model, not T5")
+    from transformers import AutoTokenizer, T5EncoderModel
+
     try:
         tokenizer = AutoTokenizer.from_pretrained(_tokenizer_folder(folder), local_files_only=True)
         model, info = T5EncoderModel.from_pretrained(

@@ -14,6 +14,7 @@ Module names (``spatial_vae.module.*``, ``temporal_vae.*``, ``scale``, ``shift``
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
 import json
 import logging
@@ -23,12 +24,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from diffusers import AutoencoderKL
-from diffusers.utils.torch_utils import randn_tensor
 from einops import rearrange
 from torch import nn
 
 from ..checkpoint import load_matching, load_state_dict_file, read_component_config, read_metadata, save_component
+from ..empty_init import empty_init
 from ..errors import CheckpointError, InputError
 from .temporal_vae import TemporalVAE
 
@@ -85,7 +85,13 @@ REFERENCE_VAE_TEMPORAL = {
     "temporal_downsample": (True, True, False),
     "num_groups": 32,
 }
-_AUTOENCODER_KL_ARGS = frozenset(inspect.signature(AutoencoderKL.__init__).parameters) - {"self"}
+
+
+@functools.cache
+def _autoencoder_kl_args() -> frozenset[str]:
+    from diffusers import AutoencoderKL  # here, not at import: diffusers pulls in torch._dynamo (seconds)
+
+    return frozenset(inspect.signature(AutoencoderKL.__init__).parameters) - {"self"}
 
 
 def _tuples(value):
@@ -123,9 +129,6 @@ class VideoVAEConfig:
         object.__setattr__(self, "spatial", {k: _tuples(v) for k, v in self.spatial.items()})
         for name in ("channel_multipliers", "temporal_downsample", "shift", "scale"):
             object.__setattr__(self, name, _tuples(getattr(self, name)))
-        unknown = sorted(set(self.spatial) - _AUTOENCODER_KL_ARGS)
-        if unknown:
-            raise InputError(f"VideoVAEConfig.spatial has arguments AutoencoderKL does not take: {unknown}")
         if self.spatial.get("latent_channels", 4) != self.in_out_channels:
             raise InputError(
                 f"VideoVAEConfig: the 2D VAE's latent_channels ({self.spatial.get('latent_channels', 4)}) must equal "
@@ -229,7 +232,7 @@ def _spatial_config(vae_2d: dict, folder: str | os.PathLike | None) -> dict:
         local = Path(folder, name, vae_2d.get("subfolder") or "", "config.json")
         if local.is_file():
             found = json.loads(local.read_text())
-            return {k: v for k, v in found.items() if k in _AUTOENCODER_KL_ARGS}
+            return {k: v for k, v in found.items() if k in _autoencoder_kl_args()}
     logger.info("2D VAE %r is not a local folder; using the SDXL-VAE config of Open-Sora v1.2", name)
     return dict(SDXL_VAE)
 
@@ -254,6 +257,11 @@ class SpatialVAE(nn.Module):
 
     def __init__(self, config: VideoVAEConfig):
         super().__init__()
+        from diffusers import AutoencoderKL  # here, not at import (seconds)
+
+        unknown = sorted(set(config.spatial) - _autoencoder_kl_args())
+        if unknown:
+            raise InputError(f"VideoVAEConfig.spatial has arguments AutoencoderKL does not take: {unknown}")
         self.module = AutoencoderKL(**config.spatial)
         self.micro_batch_size = config.micro_batch_size
         self.latent_scale = config.spatial_scale
@@ -329,6 +337,8 @@ class VideoVAE(nn.Module):
             chunk = frames[:, :, start : start + cfg.micro_frame_size].to(device=device, dtype=dtype)
             mean, logvar = self.temporal_vae.encode(self.spatial_vae.encode(chunk, deterministic, generator))
             if not deterministic:
+                from diffusers.utils.torch_utils import randn_tensor
+
                 noise = randn_tensor(mean.shape, generator=generator, device=device, dtype=dtype)
                 mean = mean + torch.exp(0.5 * logvar) * noise
             first = start // cfg.micro_frame_size * cfg.latent_chunk_frames
@@ -462,7 +472,7 @@ def _is_opensora_config(config_file: Path) -> bool:
 
 def _build_frozen(config: VideoVAEConfig, state: dict, what: str, device, dtype) -> VideoVAE:
     """Build without random init (meta device), take the tensors of ``state`` (exact keys), freeze."""
-    with torch.device("meta"):
+    with empty_init():
         model = VideoVAE(config)
     load_matching(model, state, what, assign=True)
     return model.to(device=device, dtype=dtype).eval().requires_grad_(False)

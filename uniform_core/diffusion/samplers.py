@@ -28,7 +28,6 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import torch
-from diffusers import DDPMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler
 
 from ..errors import Cancelled, InputError
 from .schedule import NoiseSchedule
@@ -60,6 +59,8 @@ def check_sampler_args(sampler: str, steps: int, schedule: NoiseSchedule | None 
 
 def make_scheduler(sampler: str, steps: int, schedule: NoiseSchedule | None = None):
     """The diffusers scheduler for ``sampler`` over ``schedule``'s betas, with its timesteps set (on the CPU)."""
+    from diffusers import DDPMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler  # seconds: only here
+
     schedule = schedule or NoiseSchedule()
     check_sampler_args(sampler, steps, schedule)
     common = {

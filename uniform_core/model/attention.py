@@ -12,6 +12,8 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from .layers import TableCache
+
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
     """Scaled dot-product attention with the default 1/sqrt(D) scale.
@@ -23,7 +25,8 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Ten
 
 
 class RMSNorm(nn.Module):
-    """Llama/T5 RMS norm, computed in float32 (Open-Sora's q/k norm, one weight shared by all heads)."""
+    """Llama/T5 RMS norm (Open-Sora's q/k norm, one weight shared by all heads). ``F.rms_norm`` accumulates in
+    float32 inside the kernel, so bf16 q/k stay bf16 instead of passing through float32 copies."""
 
     def __init__(self, dim: int, eps: float = 1e-6):
         super().__init__()
@@ -31,31 +34,39 @@ class RMSNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x32 = x.float()
-        x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
-        return self.weight * x32.to(x.dtype)
+        return F.rms_norm(x, self.weight.shape, self.weight.to(x.dtype), self.eps)
 
 
 class RotaryEmbedding(nn.Module):
     """Rotary position embedding over the sequence axis, interleaved pairs (x[2i], x[2i+1]) rotated by pos*freq_i.
 
     This is rotary_embedding_torch's convention, which Open-Sora uses for the temporal blocks; ``freqs`` is a
-    parameter (not trained) because Open-Sora saves it as ``rope.freqs``.
+    parameter (not trained) because Open-Sora saves it as ``rope.freqs``. The cos/sin tables are built once per
+    sequence length, device and dtype (every temporal block of every step shares them) in the compute dtype.
     """
 
     def __init__(self, dim: int, theta: float = 10000.0):
         super().__init__()
         freqs = 1.0 / theta ** (torch.arange(0, dim, 2)[: dim // 2].float() / dim)
         self.freqs = nn.Parameter(freqs, requires_grad=False)
+        self._tables = TableCache()
+
+    def tables(self, n: int, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos and sin, (n, D) each, for positions 0..n-1 (angles computed in float32)."""
+        key = (n, device, dtype, self.freqs.data_ptr(), self.freqs._version)  # a reloaded freqs misses the cache
+        return self._tables.get(key, lambda: self._compute_tables(n, device, dtype))
+
+    def _compute_tables(self, n, device, dtype):
+        pos = torch.arange(n, device=device, dtype=torch.float32)
+        angles = torch.outer(pos, self.freqs.float()).repeat_interleave(2, dim=-1)  # (N, D): f0 f0 f1 f1 ...
+        return angles.cos().to(dtype), angles.sin().to(dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x: (..., N, D) with positions 0..N-1 along N; returns the rotated x."""
-        n = x.shape[-2]
-        pos = torch.arange(n, device=x.device, dtype=torch.float32)
-        angles = torch.outer(pos, self.freqs.float()).repeat_interleave(2, dim=-1)  # (N, D): f0 f0 f1 f1 ...
+        """x: (..., N, D) with positions 0..N-1 along N; returns the rotated x in x's dtype."""
+        cos, sin = self.tables(x.shape[-2], x.device, x.dtype)
         pairs = rearrange(x, "... (d r) -> ... d r", r=2)
         rotated = rearrange(torch.stack((-pairs[..., 1], pairs[..., 0]), dim=-1), "... d r -> ... (d r)")
-        return (x * angles.cos() + rotated * angles.sin()).to(x.dtype)
+        return x * cos + rotated * sin
 
 
 class SelfAttention(nn.Module):

@@ -13,6 +13,25 @@ from einops import rearrange
 from torch import nn
 
 
+class TableCache:
+    """Tables that depend only on shapes (rotary cos/sin, sin-cos positions), built once per key and reused by
+    every block of every step. Inside a compiled graph it is bypassed: the graph folds the tables in itself."""
+
+    def __init__(self, size: int = 8):
+        self.size = size
+        self._tables: dict[tuple, object] = {}
+
+    def get(self, key: tuple, build):
+        if torch.compiler.is_compiling():
+            return build()
+        key = (*key, torch.is_inference_mode_enabled())  # an inference tensor cannot take part in autograd later
+        if key not in self._tables:
+            if len(self._tables) >= self.size:
+                self._tables.clear()
+            self._tables[key] = build()
+        return self._tables[key]
+
+
 def t2i_modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     """PixArt "t2i" adaptive-norm modulation."""
     return x * (1 + scale) + shift

@@ -24,10 +24,13 @@ from .layers import (
     FinalLayer,
     Mlp,
     PatchEmbed3D,
+    TableCache,
     TimestepEmbedder,
     sincos_pos_embed_2d,
     t2i_modulate,
 )
+
+CPU_BLOCK_TOKENS = 1024  # tokens per piece of a block on the CPU: its activations stay in the caches
 
 # Open-Sora / Hugging Face config.json keys that change neither the weights nor the computation.
 IGNORED_OPENSORA_KEYS = frozenset(
@@ -152,6 +155,7 @@ class STDiT3Backbone(nn.Module):
         c = config
         self.gradient_checkpointing = False  # recompute blocks in backward to save memory when training
         self.rope = RotaryEmbedding(c.head_dim)
+        self.pos_tables = TableCache()
         self.x_embedder = PatchEmbed3D(c.patch_size, c.in_channels, c.hidden_size)
         self.t_embedder = TimestepEmbedder(c.hidden_size)
         self.fps_embedder = TimestepEmbedder(c.hidden_size)
@@ -207,8 +211,14 @@ class STDiT3Backbone(nn.Module):
         (rows*cols, C), scaled so positions keep their pixel meaning across resolutions."""
         scale = (height * width) ** 0.5 / self.config.input_sq_size
         base_size = round((rows * cols) ** 0.5)
-        device = self.x_embedder.proj.weight.device
-        return sincos_pos_embed_2d(rows, cols, self.config.hidden_size, scale, base_size, device).to(self.dtype)
+        device, dtype, dim = self.x_embedder.proj.weight.device, self.dtype, self.config.hidden_size
+
+        def build():
+            return sincos_pos_embed_2d(rows, cols, dim, scale, base_size, device).to(dtype)
+
+        if isinstance(scale, torch.Tensor):  # a tensor height/width: its value is not read on the host
+            return build()
+        return self.pos_tables.get(("video", rows, cols, scale, device, dtype), build)
 
     def run_blocks(self, x, y, y_mask, t_mlp, t0_mlp=None, x_mask=None) -> torch.Tensor:
         """Spatial block i then temporal block i, for every i. x: (B, T, S, C) -> (B, T, S, C)."""
@@ -217,8 +227,28 @@ class STDiT3Backbone(nn.Module):
                 if self.gradient_checkpointing and torch.is_grad_enabled():
                     x = checkpoint(block, x, y, y_mask, t_mlp, t0_mlp, x_mask, rope, use_reentrant=False)
                 else:
-                    x = block(x, y, y_mask, t_mlp, t0_mlp, x_mask, rope)
+                    x = self._run_block_in_pieces(block, x, y, y_mask, t_mlp, t0_mlp, x_mask, rope)
         return x
+
+    def _run_block_in_pieces(self, block, x, y, y_mask, t_mlp, t0_mlp, x_mask, rope) -> torch.Tensor:
+        """One block, on the CPU over pieces of at most ``CPU_BLOCK_TOKENS`` tokens (same result: a spatial block
+        never mixes frames, a temporal block never mixes token positions). A block's activations for a long clip
+        (a 16 s tiny clip: 4,320 tokens, a 8.8 MB MLP hidden state) outgrow the CPU caches and every op slows
+        down; in cache-sized pieces the step time grows linearly with the clip (BENCHMARKS.md, cost growth). On a
+        GPU, or when traced, the block runs whole."""
+        B, T, S, _ = x.shape
+        axis = 2 if block.temporal else 1
+        pieces = min(x.shape[axis], -(-B * T * S // CPU_BLOCK_TOKENS))
+        if x.device.type != "cpu" or pieces <= 1 or torch.is_grad_enabled() or torch.compiler.is_compiling():
+            return block(x, y, y_mask, t_mlp, t0_mlp, x_mask, rope)
+        x_masks = [x_mask] * pieces
+        if x_mask is not None and axis == 1:
+            x_masks = x_mask.tensor_split(pieces, dim=1)
+        parts = [
+            block(part, y, y_mask, t_mlp, t0_mlp, part_mask, rope)
+            for part, part_mask in zip(x.tensor_split(pieces, dim=axis), x_masks, strict=True)
+        ]
+        return torch.cat(parts, dim=axis)
 
 
 def default_conditions(batch: int, latent_h: int, latent_w: int, fps, height, width, device):

@@ -19,6 +19,7 @@ from einops import rearrange
 from torch import nn
 
 from ..checkpoint import load_matching, load_state_dict_file, read_component_config, save_component
+from ..empty_init import empty_init
 from ..errors import InputError
 from ..tasks import LATENT_FRAMES_PER_CHUNK, PIXEL_MULTIPLE, TASKS, VIDEO_DOWNSAMPLE
 from .layers import AudioPatchEmbed, FinalLayer, sincos_pos_embed_2d
@@ -161,8 +162,9 @@ class UniFormDiT(STDiT3Backbone):
     def audio_pos_embed(self) -> torch.Tensor:
         """Fixed 2-D sin-cos embedding of (latent step within the frame, frequency band): (S_audio, C)."""
         rows, cols = self.config.audio_token_grid
-        device = self.audio_embedder.proj.weight.device
-        return sincos_pos_embed_2d(rows, cols, self.config.hidden_size, device=device).to(self.dtype)
+        device, dtype, dim = self.audio_embedder.proj.weight.device, self.dtype, self.config.hidden_size
+        key = ("audio", rows, cols, device, dtype)
+        return self.pos_tables.get(key, lambda: sincos_pos_embed_2d(rows, cols, dim, device=device).to(dtype))
 
     def null_caption(self, batch: int, length: int) -> torch.Tensor:
         """The learned null caption for classifier-free guidance: (batch, length, caption_channels)."""
@@ -241,7 +243,7 @@ class UniFormDiT(STDiT3Backbone):
     def load(cls, path: str | os.PathLike, device="cpu", dtype: torch.dtype = torch.float32) -> UniFormDiT:
         """Rebuild the model a :meth:`save` file describes (eval mode); CheckpointError if the file does not fit."""
         config = UniFormConfig.from_dict(read_component_config(path, CHECKPOINT_KIND))
-        with torch.device("meta"):
+        with empty_init():
             model = cls(config)
         model = model.to(dtype=dtype).to_empty(device=device)
         load_matching(model, load_state_dict_file(path), f"DiT checkpoint {os.fspath(path)!r}")
