@@ -25,14 +25,15 @@ import torch
 
 from uniform_core.bundle import COMPONENT_FILES
 from uniform_core.errors import InputError
+from uniform_core.precision import PRECISIONS as POLICY_PRECISIONS
+from uniform_core.precision import part_dtype, part_name
 
 logger = logging.getLogger(__name__)
 
 FOLDER = "uniform"  # models/uniform, the pack's model folder in ComfyUI
 EMBEDDED_BUNDLE = "uniform-tiny (embedded)"
-PRECISIONS = ["auto", "fp32", "fp16", "bf16"]  # lists: ComfyUI validates combos only when they are lists
+PRECISIONS = list(POLICY_PRECISIONS)  # lists: ComfyUI validates combos only when they are lists
 OFFLOAD_MODES = ["auto", "offload", "keep on device"]
-_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 _MODEL_EXTENSIONS = (".safetensors", ".sft", ".ckpt", ".pt", ".pth", ".bin")
 BUNDLE_FILES = (*COMPONENT_FILES.values(), "bundle.json")  # every file load_bundle reads
 
@@ -252,17 +253,13 @@ def offload_device() -> torch.device:
     return torch.device(mm.unet_offload_device()) if mm is not None else torch.device("cpu")
 
 
-def choose_dtype(precision: str) -> torch.dtype:
-    """``auto`` is bf16 where the device runs it well, else fp32 (fp16 overflows in T5, so it is never chosen)."""
-    if precision in _DTYPES:
-        return _DTYPES[precision]
-    if precision != "auto":
-        raise InputError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}")
+def choose_dtype(module: torch.nn.Module, precision: str) -> torch.dtype:
+    """The dtype of ``module`` by the library's one policy (``uniform_core.precision``), with ComfyUI's own
+    judgement of whether the device runs bf16 well."""
     device = torch_device()
     mm = _comfy("comfy.model_management")
-    if mm is not None:
-        return torch.bfloat16 if mm.should_use_bf16(device) else torch.float32
-    return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
+    bf16_ok = mm.should_use_bf16(device) if mm is not None and device.type != "cpu" else None
+    return part_dtype(part_name(module), precision, device, bf16_ok)
 
 
 @dataclass
@@ -283,7 +280,7 @@ def prepare(module: torch.nn.Module, name: str, precision: str = "auto", offload
     if offload not in OFFLOAD_MODES:
         raise InputError(f"offload must be one of {', '.join(OFFLOAD_MODES)}; got {offload!r}")
     parked = offload == "offload" or (offload == "auto" and offload_device() != torch_device())
-    module = module.to(dtype=choose_dtype(precision)).eval().requires_grad_(False)
+    module = module.to(dtype=choose_dtype(module, precision)).eval().requires_grad_(False)
     module.to(offload_device() if parked else torch_device())
     return Component(module, name, parked)
 

@@ -7,6 +7,7 @@ import logging
 import sys
 
 from .errors import UniFormError
+from .precision import PRECISIONS
 from .tasks import TASK_DESCRIPTIONS, TASKS
 
 
@@ -62,6 +63,13 @@ def _add_generate(sub) -> None:
     p.add_argument("--batch", type=int, default=1, help="variations in one call; item i uses seed + i")
     p.add_argument("--device", default="cpu")
     p.add_argument("--offload", action="store_true", help="keep only the running component on the device")
+    p.add_argument(
+        "--precision",
+        default="auto",
+        choices=PRECISIONS,
+        help="DiT precision; auto: bf16 on GPUs that run it natively, fp16 on older GPUs, fp32 on the CPU",
+    )
+    p.add_argument("--compile", action="store_true", help="torch.compile the DiT (dynamic shapes; for GPUs)")
     p.set_defaults(run=_run_generate)
 
 
@@ -94,7 +102,9 @@ def _run_generate(args) -> int:
 
     from .pipeline import UniFormPipeline
 
-    pipe = UniFormPipeline.from_bundle(args.bundle, device=args.device, offload=args.offload)
+    pipe = UniFormPipeline.from_bundle(
+        args.bundle, device=args.device, precision=args.precision, offload=args.offload, compile=args.compile
+    )
     sampler = args.sampler or pipe.bundle.sampler
     with tqdm(total=args.steps, desc=f"{args.task} {sampler}", unit="step") as bar:
 

@@ -27,7 +27,9 @@ from .diffusion.samplers import check_sampler
 from .diffusion.samplers import sample as run_sampler
 from .diffusion.task_latent import TaskLatent, pack, unpack
 from .errors import InputError
+from .model.compiled import compile_dit
 from .model.uniform_dit import UniFormDiT
+from .precision import enable_tf32, part_dtype
 from .tasks import (
     AUDIO_LATENT_CHANNELS,
     AUDIO_LATENT_FREQ,
@@ -323,23 +325,27 @@ class UniFormPipeline:
     """DiT, video VAE, audio VAE + vocoder and text encoder, run as one ``generate`` call per task.
 
     With ``offload=True`` each component sits on the CPU and visits ``device`` only while it runs, so the text
-    encoder and the VAEs are off the accelerator during sampling.
+    encoder and the VAEs are off the accelerator during sampling. ``precision`` (``uniform_core.precision``): the
+    DiT's, and the other parts' by that module's rules; ``compile`` runs the DiT through ``torch.compile``.
     """
 
     def __init__(
         self,
         bundle: Bundle,
         device: str | torch.device = "cpu",
-        dtype: torch.dtype = torch.float32,
+        precision: str = "auto",
         offload: bool = False,
+        compile: bool = False,
     ):
         self.bundle = bundle
         self.device = torch.device(device)
         self.offload = offload
-        bundle.dit.to(dtype=dtype)
-        for module in bundle.modules().values():
-            module.eval().requires_grad_(False)
+        enable_tf32()
+        for part, module in bundle.modules().items():
+            module.to(dtype=part_dtype(part, precision, self.device)).eval().requires_grad_(False)
             module.to("cpu" if offload else self.device)
+        if compile:
+            compile_dit(bundle.dit)
 
     @classmethod
     def from_bundle(cls, path: str | os.PathLike | None = None, **kwargs) -> UniFormPipeline:
