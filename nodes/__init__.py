@@ -3,6 +3,7 @@
 from . import host
 
 host.register_model_folder()  # before any node lists models/uniform
+host.provide_example_inputs()  # the clip uniform_v2a_load_video loads
 
 from . import decode, encode, evaluate, examples, latent, loaders, sample, save  # noqa: E402
 

@@ -5,7 +5,8 @@ does so lazily. Outside ComfyUI every service falls back to a plain equivalent, 
 tests and scripts can call directly:
 
 - models: ``$UNIFORM_MODELS_DIR`` (default ``./models/uniform``); outputs: ``$UNIFORM_OUTPUT_DIR`` (``./outputs``)
-- progress: a no-op; interruption: never; device: CPU; VIDEO: a small object with ``get_components()``.
+- progress: a no-op; interruption: never; device: CPU; VIDEO: a small object with ``get_components()``
+- example inputs (``example_inputs/``): copied into ComfyUI's input folder at import; outside it, left where they are.
 """
 
 from __future__ import annotations
@@ -18,11 +19,13 @@ import os
 import re
 from dataclasses import dataclass
 from fractions import Fraction
+from pathlib import Path
 from types import ModuleType, SimpleNamespace
 
 import av
 import torch
 
+from uniform_core.atomic import write_bytes
 from uniform_core.bundle import COMPONENT_FILES
 from uniform_core.errors import InputError
 from uniform_core.precision import PRECISIONS as POLICY_PRECISIONS
@@ -35,6 +38,7 @@ EMBEDDED_BUNDLE = "uniform-tiny (embedded)"
 PRECISIONS = list(POLICY_PRECISIONS)  # lists: ComfyUI validates combos only when they are lists
 OFFLOAD_MODES = ["auto", "offload", "keep on device"]
 _MODEL_EXTENSIONS = (".safetensors", ".sft", ".ckpt", ".pt", ".pth", ".bin")
+EXAMPLE_INPUTS = Path(__file__).resolve().parents[1] / "example_inputs"  # what the example workflows load
 BUNDLE_FILES = (*COMPONENT_FILES.values(), "bundle.json")  # every file load_bundle reads
 
 
@@ -152,6 +156,29 @@ def is_inside(path: str, folder: str) -> bool:
     every file a node reads or writes."""
     real, root = os.path.realpath(path), os.path.realpath(folder)
     return os.path.commonpath((real, root)) == root
+
+
+# ---- example inputs ---------------------------------------------------------------------------------------
+
+
+def provide_example_inputs() -> list[str]:
+    """Copy the pack's ``example_inputs/`` into ComfyUI's input folder, where Load Video lists files, so the
+    example workflows that load a file run as loaded. A file of the same name already there is left alone."""
+    folder_paths = _comfy("folder_paths")
+    if folder_paths is None or not EXAMPLE_INPUTS.is_dir():
+        return []
+    input_dir = folder_paths.get_input_directory()
+    copied = []
+    for source in sorted(EXAMPLE_INPUTS.iterdir()):
+        target = os.path.join(input_dir, source.name)
+        if source.is_file() and not os.path.lexists(target):
+            try:
+                write_bytes(target, source.read_bytes())
+            except OSError as e:  # a read-only input folder must not stop the pack from loading
+                logger.warning("UniForm: could not copy the example input %s to %s: %s", source.name, input_dir, e)
+                continue
+            copied.append(target)
+    return copied
 
 
 # ---- output files -----------------------------------------------------------------------------------------

@@ -473,3 +473,25 @@ def test_av_sync_without_its_packages_gives_the_readmes_fix(nodes, monkeypatch, 
     assert fix in str(e.value) and "python_embeded" in str(e.value)
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     assert fix in readme and "python_embeded" in readme
+
+
+def test_example_inputs_are_copied_into_comfyuis_input_folder_once(host, tmp_path, monkeypatch):
+    input_dir = tmp_path / "input"
+    input_dir.mkdir()
+    (input_dir / "mine.mp4").write_bytes(b"the user's own")
+    monkeypatch.setitem(sys.modules, "folder_paths", types.SimpleNamespace(get_input_directory=lambda: str(input_dir)))
+    shipped = sorted(p.name for p in host.EXAMPLE_INPUTS.iterdir())
+    assert "uniform_example.mp4" in shipped
+    assert [Path(p).name for p in host.provide_example_inputs()] == shipped
+    assert (input_dir / "uniform_example.mp4").read_bytes() == (
+        host.EXAMPLE_INPUTS / "uniform_example.mp4"
+    ).read_bytes()
+    (input_dir / "uniform_example.mp4").write_bytes(b"edited by the user")
+    assert host.provide_example_inputs() == []  # never overwritten
+    assert (input_dir / "uniform_example.mp4").read_bytes() == b"edited by the user"
+    assert (input_dir / "mine.mp4").read_bytes() == b"the user's own"
+
+
+def test_example_inputs_stay_put_outside_comfyui(host, monkeypatch):
+    monkeypatch.delitem(sys.modules, "folder_paths", raising=False)
+    assert host.provide_example_inputs() == []

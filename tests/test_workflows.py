@@ -9,8 +9,10 @@ its API twin must describe the same graph.
 from __future__ import annotations
 
 import json
+import uuid
 from pathlib import Path
 
+import av
 import pytest
 
 UI_DIR = Path(__file__).resolve().parents[1] / "workflows"
@@ -256,3 +258,111 @@ def test_workflows_sample_the_embedded_bundle_as_its_bundle_json_says(path):
     (task,) = {n["inputs"]["task"] for n in prompt.values() if n["class_type"] == "UniFormTaskLatent"}
     (sampler,) = [n["inputs"] for n in prompt.values() if n["class_type"] == "UniFormSampler"]
     assert (sampler["sampler"], sampler["cfg"]) == (info["sampler"], guidance_scales(info["cfg"])[task])
+
+
+# ---- what the frontend shows: schema id, the saved view, node boxes --------------------------------------------
+
+# LiteGraph's measures in ComfyUI frontend 1.27.10 (LGraphNode.computeSize): a title bar above ``pos``, 20 px per
+# slot row, 20 px per canvas widget and at least 50 px per DOM widget (multiline text, Markdown), each plus 4 px,
+# then 8 + 6 px of padding.
+TITLE_HEIGHT, SLOT_HEIGHT, WIDGET_HEIGHT, DOM_WIDGET_HEIGHT, WIDGET_GAP, PADDING = 30, 20, 20, 50, 4, 14
+VIEWPORT = (1280, 720)  # the smallest window the saved view must fit
+MENU_HEIGHT = 40  # the top menu bar covers this much of the canvas
+SIDEBAR_WIDTH = 48  # and the icon sidebar on the left this much
+MIN_SCALE = 0.6  # LiteGraph draws no widget text below this zoom
+
+
+def min_size(node: dict, spec: Spec) -> tuple[float, float]:
+    """The smallest box the frontend lays this node out in: it grows a node whose saved size is smaller."""
+    rows = max(len([s for s in node.get("inputs", []) if "widget" not in s]), len(spec.outputs), 1)
+    height = rows * SLOT_HEIGHT
+    for slot in spec.widgets:
+        dom = slot in spec.inputs and spec.inputs[slot][1].get("multiline")
+        height += (DOM_WIDGET_HEIGHT if dom or node["type"] in FRONTEND_NODES else WIDGET_HEIGHT) + WIDGET_GAP
+    return (210 if spec.widgets else 140), height + (PADDING if spec.widgets else 6)
+
+
+def node_box(node: dict, spec: Spec) -> tuple[float, float, float, float]:
+    """(left, top, right, bottom) in canvas units, title bar included, at the size the frontend draws it."""
+    width, height = (max(saved, least) for saved, least in zip(node["size"], min_size(node, spec), strict=True))
+    x, y = node["pos"]
+    return x, y - TITLE_HEIGHT, x + width, y + height
+
+
+@pytest.mark.parametrize("path", UI_FILES, ids=lambda p: p.name)
+def test_ui_workflow_id_is_a_uuid(path):
+    """The frontend's zod schema wants a UUID at "id"; anything else raises a toast and skips its link repair."""
+    wf = json.loads(path.read_text())
+    assert str(uuid.UUID(wf["id"])) == wf["id"], f"{path.name}: id {wf['id']!r} is not a lower-case UUID"
+
+
+def test_ui_workflow_ids_differ():
+    ids = [json.loads(p.read_text())["id"] for p in UI_FILES]
+    assert len(set(ids)) == len(ids), "two workflows share an id: the frontend would treat them as one"
+
+
+@pytest.mark.parametrize("path", UI_FILES, ids=lambda p: p.name)
+def test_every_node_is_inside_the_saved_view(path, spec_of):
+    """``extra.ds`` (screen = (canvas + offset) * scale) shows every node whole in a 1280x720 window, below the
+    menu bar and right of the sidebar, at a zoom where widget text is drawn."""
+    wf = json.loads(path.read_text())
+    ds = wf["extra"]["ds"]
+    scale, (dx, dy) = ds["scale"], ds["offset"]
+    assert MIN_SCALE <= scale <= 1.5, f"{path.name}: zoom {scale} (widget text is hidden below {MIN_SCALE})"
+    for node in wf["nodes"]:
+        x0, y0, x1, y1 = node_box(node, spec_of(node["type"]))
+        left, top, right, bottom = (x0 + dx) * scale, (y0 + dy) * scale, (x1 + dx) * scale, (y1 + dy) * scale
+        where = f"{path.name} node {node['id']} ({node['type']})"
+        where += f": screen x {left:.0f}..{right:.0f}, y {top:.0f}..{bottom:.0f}"
+        assert left >= SIDEBAR_WIDTH and top >= MENU_HEIGHT, f"{where} is under the sidebar or the menu bar"
+        assert right <= VIEWPORT[0] and bottom <= VIEWPORT[1], f"{where} is off-screen in {VIEWPORT}"
+
+
+@pytest.mark.parametrize("path", UI_FILES, ids=lambda p: p.name)
+def test_no_two_nodes_overlap(path, spec_of):
+    """Boxes as drawn (title bar, grown to fit their widgets) must not overlap: a note over Task Latent hid its
+    height widget."""
+    wf = json.loads(path.read_text())
+    boxes = {n["id"]: (n["type"], node_box(n, spec_of(n["type"]))) for n in wf["nodes"]}
+    for a, (type_a, (l1, t1, r1, b1)) in boxes.items():
+        for b, (type_b, (l2, t2, r2, b2)) in boxes.items():
+            if a < b:
+                assert r1 <= l2 or r2 <= l1 or b1 <= t2 or b2 <= t1, (
+                    f"{path.name}: node {a} ({type_a}) and node {b} ({type_b}) overlap"
+                )
+
+
+@pytest.mark.parametrize("path", UI_FILES, ids=lambda p: p.name)
+def test_the_note_leaves_task_latents_widgets_visible(path, spec_of):
+    wf = json.loads(path.read_text())
+    notes = [n for n in wf["nodes"] if n["type"] in FRONTEND_NODES]
+    (latent,) = [n for n in wf["nodes"] if n["type"] == "UniFormTaskLatent"]
+    spec = spec_of("UniFormTaskLatent")
+    left, top, right, bottom = node_box(latent, spec)
+    rows = max(len([s for s in latent["inputs"] if "widget" not in s]), len(spec.outputs))
+    widgets_top = latent["pos"][1] + rows * SLOT_HEIGHT  # the widgets sit below the slot rows
+    for note in notes:
+        nl, nt, nr, nb = node_box(note, spec_of(note["type"]))
+        assert nr <= left or right <= nl or nb <= widgets_top or bottom <= nt, (
+            f"{path.name}: the note covers Task Latent"
+        )
+
+
+EXAMPLE_INPUTS = UI_DIR.parent / "example_inputs"
+FILE_NODES = {"LoadVideo": "file", "LoadAudio": "audio"}  # native loaders that read ComfyUI's input folder
+
+
+@pytest.mark.parametrize("path", API_FILES, ids=lambda p: p.name)
+def test_every_file_a_workflow_loads_ships_with_the_pack(path):
+    """The pack copies example_inputs/ into ComfyUI's input folder (nodes/host.py), so "runs as loaded" holds for
+    graphs that start from Load Video or Load Audio too."""
+    ui = json.loads((UI_DIR / path.name).read_text())
+    ui_files = {n["widgets_values"][0] for n in ui["nodes"] if n["type"] in FILE_NODES}
+    for node in json.loads(path.read_text()).values():
+        if node["class_type"] in FILE_NODES:
+            name = node["inputs"][FILE_NODES[node["class_type"]]]
+            assert name in ui_files, f"{path.name}: the UI workflow loads another file than {name!r}"
+            assert (EXAMPLE_INPUTS / name).is_file(), f"{path.name} loads {name!r}, which example_inputs/ lacks"
+            with av.open(str(EXAMPLE_INPUTS / name)) as c:
+                assert c.streams.video and c.streams.audio, f"{name}: needs a video and an audio stream"
+                assert len(list(c.decode(video=0))) >= 17, f"{name}: shorter than one second"
