@@ -18,16 +18,17 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
+import wave
 from pathlib import Path
 
 import av
 import pytest
+import requests
 
 from uniform_core import media
 from uniform_core.bundle import default_bundle_available, random_tiny_bundle, save_bundle
 from uniform_core.train.synthetic import SyntheticSpec, make_clip
-
-requests = pytest.importorskip("requests")
 
 COMFY_DIR = os.environ.get("UNIFORM_COMFYUI_DIR")
 COMFY_PYTHON = os.environ.get("UNIFORM_COMFYUI_PYTHON", sys.executable)
@@ -42,7 +43,7 @@ API_DIR = PACK_DIR / "workflows" / "api"
 API_FILES = sorted(API_DIR.glob("*.json"))
 LINK_NAME = "ComfyUI-UniForm"
 EMBEDDED_BUNDLE = "uniform-tiny (embedded)"
-START_TIMEOUT = 180  # s; a cold start takes 10-25 s, more on a busy machine
+START_TIMEOUT = 420  # s; a cold start takes 10-25 s, over 180 s on a busy 2-core machine
 RUN_TIMEOUT = 600  # s per prompt
 MEDIA_SECONDS = 2  # length of the uploaded test video
 MEDIA_EXTENSIONS = (".mp4", ".webm", ".flac", ".mp3", ".opus", ".wav")
@@ -345,3 +346,88 @@ def test_outputs_stay_in_the_output_folder(server):
     saved = list(server.output_dir.rglob("*.mp4"))
     assert saved, "no MP4 was written to the output folder"
     assert all(p.name.endswith("_.mp4") for p in saved), "files are not counter-named <prefix>_NNNNN_.mp4"
+
+
+# ---- the defects of issue 18, through the real server ---------------------------------------------------------
+
+
+def served_specs(server: Server):
+    """test_workflows.py's node specs, built from this server's /object_info (V3 combos turned into lists), so the
+    UI workflows are checked against what the running ComfyUI serves, not against a copy."""
+    workflows = _load_test_module("test_workflows")
+    info = server.get("/object_info").json()
+    native = {}
+    for name, served in info.items():
+        inputs = {}
+        for section in ("required", "optional"):
+            inputs[section] = {}
+            for input_name, (kind, *options) in served["input"].get(section, {}).items():
+                options = options[0] if options else {}
+                if kind == "COMBO":
+                    kind = options.get("options", [])
+                inputs[section][input_name] = (kind, options)
+        spec = workflows.NATIVE_NODES.get(name, {})
+        native[name] = {
+            **inputs,
+            "outputs": served["output"],
+            "extras": spec.get("extras"),
+            "trailing": spec.get("trailing", ()),
+        }
+    return workflows, workflows.Specs({}, {**native, **workflows.FRONTEND_NODES})
+
+
+@pytest.mark.parametrize("name", [p.stem for p in API_FILES])
+def test_ui_workflow_loads_against_the_served_nodes(server, name):
+    """What the frontend fetches (/api/workflow_templates/<pack>/<name>.json) has a UUID id, uses only served
+    nodes, and its widget values are valid for them: every combo value, the Load Video file included, is one
+    the server offers."""
+    workflows, spec_of = served_specs(server)
+    wf = server.get(f"/api/workflow_templates/{LINK_NAME}/{name}.json").json()
+    assert wf == json.loads((API_DIR.parent / f"{name}.json").read_text())
+    assert str(uuid.UUID(wf["id"])) == wf["id"]
+    for node in wf["nodes"]:
+        workflows.ui_widget_values(node, spec_of(node["type"]))
+    api = json.loads((API_DIR / f"{name}.json").read_text())
+    for node in api.values():
+        node.pop("_meta", None)
+    assert workflows.ui_to_api(wf, spec_of) == api
+
+
+def test_load_video_workflow_runs_as_loaded(server):
+    """uniform_v2a_load_video names uniform_example.mp4; the pack put it into the input folder at import."""
+    prompt = json.loads((API_DIR / "uniform_v2a_load_video.json").read_text())
+    for node in prompt.values():
+        if node["class_type"] == "UniFormLoadBundle" and node["inputs"]["bundle"] == EMBEDDED_BUNDLE:
+            node["inputs"]["bundle"] = server.bundle
+    assert_success(server.wait(server.queue(prompt)))
+
+
+def node_error(entry: dict, node_id: str, node_type: str) -> str:
+    error = messages(entry).get("execution_error")
+    assert entry["status"]["status_str"] == "error" and error, f"expected a node error; got {entry['status']}"
+    assert (error["node_id"], error["node_type"]) == (node_id, node_type), error
+    assert error["exception_type"].startswith("uniform_core.errors."), error["exception_type"]
+    return error["exception_message"]
+
+
+@pytest.mark.parametrize("content", ["text", "sound"])
+def test_video_encode_on_a_file_that_is_no_video(server, tmp_path, content):
+    path = tmp_path / f"not_a_video_{content}.mp4"
+    if content == "text":
+        path.write_text("this is no video\n" * 50)
+    else:
+        with wave.open(str(path), "wb") as w:  # sound only: ComfyUI's decode(video=0) raises IndexError
+            w.setnchannels(1), w.setsampwidth(2), w.setframerate(16000)
+            w.writeframes(bytes(32000))
+    prompt = load_prompt(server, API_DIR / "uniform_v2a_load_video.json", server.upload(path))
+    encode_id, _ = node_of(prompt, "UniFormVideoEncode")
+    message = node_error(server.wait(server.queue(prompt)), encode_id, "UniFormVideoEncode")
+    assert message.startswith("UniForm Video Encode: video could not be read as a video"), message
+
+
+def test_t2av_without_text_is_refused(server, uploaded_video):
+    prompt = load_prompt(server, API_DIR / "uniform_t2av.json", uploaded_video)
+    sampler_id, sampler = node_of(prompt, "UniFormSampler")
+    del sampler["inputs"]["text"]
+    message = node_error(server.wait(server.queue(prompt)), sampler_id, "UniFormSampler")
+    assert message.startswith("UniForm Sampler: task 't2av' needs the text input"), message
