@@ -76,21 +76,32 @@ def _mp4_audio(audio: AudioClip, seconds: float) -> tuple[np.ndarray, int]:
     return waveform.clamp(-1, 1).contiguous().numpy(), rate
 
 
+# Fixed so that the same frames give the same bytes in any process on any machine: x264 and swscale run on one
+# thread (their output depends on the thread count, which "auto" takes from the CPU), swscale and the AAC encoder
+# use their bit-exact code paths, and the muxer writes no library version string.
+_X264_OPTIONS = {"preset": "medium", "threads": "1"}
+_BITEXACT_SCALE = av.video.reformatter.Interpolation.BILINEAR | av.video.reformatter.Interpolation.BITEXACT
+
+
 def _mux(path: str, frames: torch.Tensor, fps: float, audio: tuple[np.ndarray, int] | None, crf: int, metadata: dict):
     rate = Fraction(fps).limit_denominator(1001)
     # use_metadata_tags keeps custom keys (the MP4 muxer otherwise drops all but a few standard ones)
-    with av.open(path, "w", format="mp4", options={"movflags": "+faststart+use_metadata_tags"}) as c:
+    options = {"movflags": "+faststart+use_metadata_tags", "fflags": "+bitexact"}
+    with av.open(path, "w", format="mp4", options=options) as c:
         c.metadata.update(metadata)
-        v = c.add_stream("libx264", rate=rate, options={"crf": str(crf)})
+        v = c.add_stream("libx264", rate=rate, options={**_X264_OPTIONS, "crf": str(crf)})
         v.width, v.height, v.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
+        v.codec_context.flags |= av.codec.context.Flags.bitexact
         a = None
         if audio is not None:
             a = c.add_stream("aac", rate=audio[1])
             a.layout = "mono" if audio[0].shape[0] == 1 else "stereo"
+            a.codec_context.flags |= av.codec.context.Flags.bitexact
         for i in range(frames.shape[0]):
             f = frames[i]
             pixels = f if f.dtype == torch.uint8 else (f.float().clamp(0, 1) * 255).round().to(torch.uint8)
-            frame = av.VideoFrame.from_ndarray(pixels.contiguous().numpy(), format="rgb24")
+            rgb = av.VideoFrame.from_ndarray(pixels.contiguous().numpy(), format="rgb24")
+            frame = rgb.reformat(format="yuv420p", interpolation=_BITEXACT_SCALE, threads=1)
             frame.pts, frame.time_base = i, 1 / rate
             c.mux(v.encode(frame))
         c.mux(v.encode())
