@@ -2,14 +2,9 @@
 videos, conforming with notes, and clear errors for bad inputs."""
 
 import math
-import os
-import stat
 import struct
-import subprocess
-import sys
 import wave
 from fractions import Fraction
-from pathlib import Path
 from types import SimpleNamespace
 
 import av
@@ -439,52 +434,3 @@ def test_bad_tensors_and_arguments(tmp_path):
         media.read_audio(_wav(tmp_path / "a.wav", _tone(220, 0.2, 16000), 16000), start=-1)
     with pytest.raises(InputError, match="past the end|no frames"):
         media.read_video(tmp_path / "v.mp4", start=10)
-
-
-# ---- how files are written -----------------------------------------------------------------------------------
-
-
-def test_written_files_get_the_users_umask(tmp_path):
-    old = os.umask(0o022)
-    try:
-        path = media.write_mp4(tmp_path / "u.mp4", torch.rand(2, 16, 16, 3), 17)
-    finally:
-        os.umask(old)
-    assert stat.S_IMODE(path.stat().st_mode) == 0o644
-
-
-_WRITE_SAME_CLIP = """
-import sys, torch
-from uniform_core import media
-
-def write(path):
-    g = torch.Generator().manual_seed(7)
-    y, x = torch.meshgrid(torch.linspace(0, 1, 256), torch.linspace(0, 1, 256), indexing="ij")
-    t = torch.linspace(0, 1, 17).view(17, 1, 1)
-    frames = torch.stack([(x + t) % 1, (y + 2 * t) % 1, (x * y + t) % 1], -1) * 0.8
-    frames += torch.rand(17, 256, 256, 3, generator=g) * 0.2
-    audio = media.AudioClip(torch.rand(2, 22050, generator=g) * 0.2 - 0.1, 22050)
-    media.write_mp4(path, frames, 17, audio, metadata={"prompt": "{}"})
-
-if __name__ == "__main__":
-    write(sys.argv[1])
-"""
-
-
-def test_write_mp4_gives_the_same_bytes_in_one_process_and_across_processes(tmp_path):
-    paths = [tmp_path / f"same{i}.mp4" for i in range(3)]
-    script = {}
-    exec(compile(_WRITE_SAME_CLIP, "write_same_clip", "exec"), script)
-    script["write"](paths[0])
-    script["write"](paths[1])
-    cpus = sorted(os.sched_getaffinity(0))
-    # one CPU for the child: x264 on "auto" threads (2 here for 256 px on 2 CPUs, 1 on one) writes other bytes
-    subprocess.run(
-        [sys.executable, "-c", _WRITE_SAME_CLIP, str(paths[2])],
-        check=True,
-        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
-        preexec_fn=lambda: os.sched_setaffinity(0, cpus[:1]),
-    )
-    data = [p.read_bytes() for p in paths]
-    assert len(cpus) > 1, "needs two CPUs to show that the bytes do not follow the thread count"
-    assert data[0] == data[1] == data[2]

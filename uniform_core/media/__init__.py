@@ -15,7 +15,7 @@ from .clips import AudioClip, MediaInfo, VideoClip
 from .comfy import from_comfy_audio, from_comfy_video, to_comfy_audio
 from .conform import conform_audio, conform_video, resample_audio, resample_fps, resize_center_crop, to_mono
 from .probe import probe
-from .video_reader import read_video
+from .video_reader import picture_size, read_video
 from .writing import AAC_SAMPLE_RATES, write_mp4
 
 __all__ = [
@@ -27,6 +27,7 @@ __all__ = [
     "conform_video",
     "from_comfy_audio",
     "from_comfy_video",
+    "picture_size",
     "probe",
     "read_audio",
     "read_video",

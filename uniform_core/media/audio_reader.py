@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import os
+import struct
 from pathlib import Path
 
 import av
@@ -13,9 +15,11 @@ import torch.nn.functional as F
 
 from ..errors import InputError
 from .clips import AudioClip
-from .conform import resample_audio, to_mono
+from .conform import _seconds, resample_audio, to_mono
 from .probe import _open, _stream_origin
 from .validation import _check_file, _check_rate, _check_window
+
+logger = logging.getLogger(__name__)
 
 _SAMPLE_SCALE = {"s16": 2.0**15, "s32": 2.0**31, "s64": 2.0**63, "flt": 1.0, "dbl": 1.0}
 
@@ -40,7 +44,7 @@ def read_audio(
         waveform = to_mono(waveform)
     if sample_rate is not None and sample_rate != clip.sample_rate:
         waveform = resample_audio(waveform, clip.sample_rate, sample_rate)
-    return AudioClip(waveform, sample_rate or clip.sample_rate)
+    return AudioClip(waveform, sample_rate or clip.sample_rate, clip.notes)
 
 
 def _read_audio_file(p: Path, start: float, duration: float | None, origin: float | None) -> AudioClip:
@@ -58,6 +62,7 @@ def _read_audio_file(p: Path, start: float, duration: float | None, origin: floa
             c.seek(int((start + origin - 1.0) / stream.time_base), stream=stream, backward=True)
         chunks, first_t, rate, last_samples, have = [], None, stream.rate, 0, 0
         end = math.inf if duration is None else start + duration
+        decoded_end = None  # seconds from origin where the samples run out; None when the window ended first
         try:
             for frame in c.decode(stream):
                 if first_t is None:
@@ -69,10 +74,25 @@ def _read_audio_file(p: Path, start: float, duration: float | None, origin: floa
                 chunks.append(_frame_to_float(frame))
                 last_samples = frame.samples
                 have += frame.samples
+            else:
+                decoded_end = (first_t - origin + have / rate) if first_t is not None else 0.0
         except av.error.FFmpegError as e:
-            raise InputError(f"audio {str(p)!r} could not be decoded ({e})") from e
+            if not chunks:
+                raise InputError(f"audio {str(p)!r} could not be decoded ({e})") from e
+            decoded_end = first_t - origin + have / rate  # a file cut mid-packet: keep what came before the cut
+            logger.info("audio %r stops decoding at %s: %s", str(p), _seconds(decoded_end), e)
         total = round(stream.duration * stream.time_base * rate) if stream.duration and rate else None
+        claimed_end = _claimed_end(p, c, stream, origin or 0.0)
+    notes = []
+    if decoded_end is not None and claimed_end is not None and decoded_end < min(claimed_end, end) - 0.05:
+        notes.append(
+            f"audio {str(p)!r} is truncated: its header says {_seconds(claimed_end)} of sound, but the file holds "
+            f"{_seconds(decoded_end)}"
+        )
+        logger.warning(notes[-1])
     if not chunks or sum(x.shape[1] for x in chunks) == 0:
+        if notes:
+            raise InputError(notes[0].replace(f"holds {_seconds(decoded_end)}", "holds none that can be read"))
         raise InputError(f"audio {str(p)!r} is zero-length: its audio stream has no samples")
     waveform = torch.from_numpy(np.concatenate(chunks, axis=1))
     if not sought and total is not None and 0 < waveform.shape[1] - total <= last_samples:
@@ -87,7 +107,34 @@ def _read_audio_file(p: Path, start: float, duration: float | None, origin: floa
         waveform = waveform[:, : round(duration * rate)]
     if waveform.shape[1] == 0:
         raise InputError(f"audio {str(p)!r} has no samples from start={start:g} s on")
-    return AudioClip(waveform.contiguous(), rate)
+    return AudioClip(waveform.contiguous(), rate, notes)
+
+
+def _claimed_end(p: Path, c, stream, origin: float) -> float | None:
+    """Where the file's header says its sound ends, in seconds from ``origin``; None when it does not say."""
+    if c.format.name == "wav":
+        return _wav_data_seconds(p)
+    if stream.duration:
+        return float((stream.start_time or 0) * stream.time_base) + float(stream.duration * stream.time_base) - origin
+    return c.duration / av.time_base if c.duration else None
+
+
+def _wav_data_seconds(p: Path) -> float | None:
+    """Seconds of sound a RIFF/WAVE header says its data chunk holds. FFmpeg measures a WAV by its size on disk, so
+    a file cut short would pass for a shorter complete one; the header still says how long it was."""
+    with open(p, "rb") as f:
+        head = f.read(1 << 16)
+    if head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+        return None
+    pos, byte_rate = 12, None
+    while pos + 8 <= len(head):
+        chunk, size = head[pos : pos + 4], struct.unpack_from("<I", head, pos + 4)[0]
+        if chunk == b"fmt " and pos + 20 <= len(head):
+            byte_rate = struct.unpack_from("<I", head, pos + 16)[0]  # after format tag, channels, sample rate
+        if chunk == b"data":  # 0 and 0xFFFFFFFF: written by a stream that never knew its length
+            return size / byte_rate if byte_rate and size not in (0, 0xFFFFFFFF) else None
+        pos += 8 + size + (size & 1)
+    return None
 
 
 def _frame_to_float(frame) -> np.ndarray:

@@ -3,7 +3,7 @@ file holds."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -14,10 +14,12 @@ from .validation import _check_fps, _check_frames, _check_rate, _describe
 
 @dataclass
 class AudioClip:
-    """``waveform``: (C, N) float32 in [-1, 1]; ``sample_rate`` in Hz."""
+    """``waveform``: (C, N) float32 in [-1, 1]; ``sample_rate`` in Hz; ``notes``: what reading the file found wrong
+    with it (e.g. truncated), for the caller to pass on."""
 
     waveform: torch.Tensor
     sample_rate: int
+    notes: list[str] = field(default_factory=list)
 
     def __post_init__(self):
         if not isinstance(self.waveform, torch.Tensor) or self.waveform.dim() != 2:
@@ -34,11 +36,13 @@ class AudioClip:
 
 @dataclass
 class VideoClip:
-    """``frames``: (T, H, W, 3) float32 in [0, 1] (ComfyUI IMAGE); ``fps`` frames per second; optional audio."""
+    """``frames``: (T, H, W, 3) float32 in [0, 1] (ComfyUI IMAGE); ``fps`` frames per second; optional audio;
+    ``notes`` as for AudioClip."""
 
     frames: torch.Tensor
     fps: float
     audio: AudioClip | None = None
+    notes: list[str] = field(default_factory=list)
 
     def __post_init__(self):
         _check_frames(self.frames, "VideoClip.frames")

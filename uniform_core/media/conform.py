@@ -16,7 +16,7 @@ _EPS = 1e-6  # seconds; absorbs float error when a frame time equals an output t
 
 
 def _seconds(x: float) -> str:
-    return f"{round(x, 2):g} s"
+    return f"{round(x, 3):g} s"
 
 
 def _cover_size(h: int, w: int, height: int, width: int) -> tuple[int, int]:

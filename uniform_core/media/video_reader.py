@@ -7,6 +7,7 @@ so a large file never sits in memory at full size.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 
@@ -16,9 +17,11 @@ import torch
 from ..errors import InputError
 from .audio_reader import _read_audio_file
 from .clips import VideoClip
-from .conform import _EPS, _cover_size
+from .conform import _EPS, _cover_size, _seconds
 from .probe import _open, _stream_origin, _video_stream
 from .validation import _check_file, _check_fps, _check_window, _is_pos_int
+
+logger = logging.getLogger(__name__)
 
 
 def read_video(
@@ -31,10 +34,13 @@ def read_video(
 ) -> VideoClip:
     """Decode ``path`` to frames (T, H, W, 3) float32 in [0, 1].
 
-    ``fps``: output frame ``k`` shows what is on screen at ``start + k / fps`` (by the frames' real timestamps);
-    None keeps the file's frames. ``size=(H, W)`` scales the short side to cover H x W and center-crops.
-    ``start`` / ``duration`` (seconds) pick a window. The file's audio over the same window comes along as
-    ``VideoClip.audio`` (at its own sample rate) when ``with_audio`` and the file has an audio stream.
+    ``fps``: output frame ``k`` is the source frame whose presentation interval contains ``start + k / fps``, so a
+    variable-frame-rate file keeps its timing and its length; None means the file's nominal rate (FFmpeg's
+    r_frame_rate: every frame of a constant-rate file comes out once). ``size=(H, W)`` scales each frame as it is
+    decoded so the short side covers H x W, then center-crops. ``start`` / ``duration`` (seconds) pick a window.
+    The file's audio over the same window comes along as ``VideoClip.audio`` (at its own sample rate) when
+    ``with_audio`` and the file has an audio stream. A file that ends before its header says is read as far as it
+    goes, with a note (``VideoClip.notes``) and a logged warning.
     """
     p = _check_file(path, "video")
     start, duration = _check_window(start, duration)
@@ -50,64 +56,111 @@ def read_video(
             kinds = "audio only" if c.streams.audio else "no video stream"
             raise InputError(f"video {str(p)!r} has no video stream ({kinds}); pass a video file, or read it as audio")
         has_audio = bool(c.streams.audio)
+        fps = fps or _nominal_rate(stream)
         try:
-            frames, out_fps, origin = _decode_video(c, stream, fps, size, start, duration)
+            frames, origin, decoded_end = _decode_video(c, stream, fps, size, start, duration)
         except av.error.FFmpegError as e:
             raise InputError(f"video {str(p)!r} could not be decoded ({e})") from e
+        header_end = _header_end(c, stream, origin)
+    notes = []
+    if header_end is not None and decoded_end < min(header_end, start + (duration or math.inf)) - 2 / fps - 0.05:
+        notes.append(
+            f"video {str(p)!r} is truncated: its header says {_seconds(header_end)}, but frames end at "
+            f"{_seconds(decoded_end)}; read {_seconds(len(frames) / fps)} from {_seconds(start)}"
+        )
+        logger.warning(notes[-1])
     if not frames:
-        raise InputError(f"video {str(p)!r} has no frames from start={start:g} s on")
-    video = torch.stack(frames).float().div_(255)
+        what = "is truncated before" if notes else "has no frames from"
+        raise InputError(f"video {str(p)!r} {what} start={start:g} s" + ("" if notes else " on"))
+    video = torch.empty((len(frames), *frames[0].shape), dtype=torch.float32)
+    for i, picture in enumerate(frames):
+        torch.div(picture, 255, out=video[i])
     audio = None
     if with_audio and has_audio:
-        audio = _read_audio_file(p, start, video.shape[0] / out_fps, origin)
-    return VideoClip(video, out_fps, audio)
+        audio = _read_audio_file(p, start, video.shape[0] / fps, origin)
+    return VideoClip(video, fps, audio, notes)
 
 
-def _decode_video(c, stream, fps, size, start, duration):
-    """Upright (H, W, 3) uint8 frames in the window (already resized when ``size`` is set), the output fps, and the
-    stream's time origin in seconds."""
+def picture_size(path: str | os.PathLike) -> tuple[int, int]:
+    """(height, width) of ``path``'s video as shown (after the rotation phones record), from its first frame."""
+    p = _check_file(path, "video")
+    with _open(p, "video") as c:
+        stream = _video_stream(c)
+        if stream is None:
+            raise InputError(f"video {str(p)!r} has no video stream; pass a video file")
+        try:
+            frame = next(c.decode(stream), None)
+        except av.error.FFmpegError as e:
+            raise InputError(f"video {str(p)!r} could not be decoded ({e})") from e
+    if frame is None:
+        raise InputError(f"video {str(p)!r} has no frames")
+    turns = round(getattr(frame, "rotation", 0) / 90) % 4
+    return (frame.width, frame.height) if turns % 2 else (frame.height, frame.width)
+
+
+def _nominal_rate(stream) -> float:
+    """The rate a file's frames are shown at when the caller names none: r_frame_rate (the lowest rate at which
+    every timestamp falls on a frame) unless it is missing or far above the average (millisecond time bases)."""
+    guessed, average = stream.guessed_rate, stream.average_rate
+    if guessed and (not average or guessed <= 4 * average):
+        return float(guessed)
+    return float(average) if average else 25.0  # FFmpeg's own default when a stream states no rate
+
+
+def _header_end(c, stream, origin: float) -> float | None:
+    """Where the container says the video ends, in seconds from ``origin``; None when it does not say."""
+    if stream.duration:
+        return float((stream.start_time or 0) * stream.time_base) + float(stream.duration * stream.time_base) - origin
+    return c.duration / av.time_base if c.duration else None
+
+
+def _decode_video(c, stream, fps: float, size, start: float, duration: float | None):
+    """Upright (H, W, 3) uint8 pictures for the output times ``start + k / fps`` in the window (resized as decoded
+    when ``size`` is set), the stream's time origin, and where its decoded frames end (seconds from the origin)."""
     stream.thread_type = "AUTO"
-    rate = stream.average_rate or stream.guessed_rate
-    frame_dur = float(1 / rate) if rate else 0.0
     origin = _stream_origin(stream)
     if start > 1.0 and origin is not None:
         c.seek(int((start + origin - 1.0) / stream.time_base), stream=stream, backward=True)
     end = math.inf if duration is None else start + duration
-    out = []
-    k, prev, prev_t, index = 0, None, None, 0  # prev: [frame, its picture once converted]
+    # timestamps are rounded to the time base: a frame that starts within half a tick of an output time starts at it
+    tol = _EPS + min(0.5 * float(stream.time_base), 0.25 / fps)
+    out, k = [], 0
+    shown = None  # the frame on screen: [frame, its picture once converted, its start time]
 
-    def prev_picture():
-        if prev[1] is None:  # converted only when shown: frames dropped by a lower fps cost no conversion
-            prev[1] = _picture(prev[0], size)
-        return prev[1]
+    def picture():
+        if shown[1] is None:  # converted only when shown: frames that no output time falls on cost nothing
+            shown[1] = _picture(shown[0], size)
+        return shown[1]
 
-    for frame in c.decode(stream):
-        if origin is None:
-            origin = float(frame.time) if frame.time is not None else 0.0
-        t = float(frame.time) - origin if frame.time is not None else index * frame_dur
-        index += 1
-        if fps is None:
-            if t >= end - _EPS:
-                break
-            if t >= start - _EPS:
-                out.append(_picture(frame, size))
-            continue
-        # every output time before this frame starts shows the previous frame (or this one, if none came earlier)
-        while prev is not None and (tk := start + k / fps) < end - _EPS and t > tk + _EPS:
-            out.append(prev_picture())
-            k += 1
-        if start + k / fps >= end - _EPS:
-            prev = None
-            break
-        prev, prev_t = [frame, None], t
-    if fps is not None and prev is not None:
-        stop = min(end, prev_t + max(frame_dur, _EPS))
-        while start + k / fps < stop - _EPS:
-            out.append(prev_picture())
-            k += 1
-    if fps is None:
-        fps = float(rate) if rate else (len(out) / duration if duration else 1.0)
-    return out, fps, origin or 0.0
+    try:
+        for frame in c.decode(stream):
+            t = float(frame.time) if frame.time is not None else (shown[2] + 1 / fps if shown else 0.0)
+            if origin is None:
+                origin = t
+            t -= origin
+            # every output time before this frame starts shows the frame on screen (or this one, if none came earlier)
+            while shown is not None and (tk := start + k / fps) < end - _EPS and tk < t - tol:
+                out.append(picture())
+                k += 1
+            if start + k / fps >= end - _EPS:
+                return out, origin, t
+            shown = [frame, None, t]
+    except av.error.FFmpegError as e:
+        if shown is None:
+            raise
+        logger.info("video stops decoding after %s: %s", _seconds(shown[2]), e)  # cut mid-packet: keep what came
+    if shown is None:
+        return out, origin or 0.0, 0.0
+    last = shown[0]
+    shown_for = float(last.duration * last.time_base) if last.duration and last.time_base else 1 / fps
+    decoded_end = shown[2] + shown_for
+    header_end = _header_end(c, stream, origin)
+    if header_end is not None and shown[2] + tol < header_end:  # MP4 records the last frame's length only there
+        decoded_end = min(decoded_end, header_end)
+    while (tk := start + k / fps) < min(end, decoded_end) - tol:
+        out.append(picture())
+        k += 1
+    return out, origin, decoded_end
 
 
 def _picture(frame, size: tuple[int, int] | None) -> torch.Tensor:

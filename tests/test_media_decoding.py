@@ -1,0 +1,149 @@
+"""Decoding by presentation timestamps and at the target size: a variable-frame-rate file keeps its timing and
+length on every path that reads video (read_video, the training reader), and a 4K file is never held at full size."""
+
+import json
+import os
+import subprocess
+import sys
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import torch
+
+from uniform_core import media
+from uniform_core.train.data import read_training_clip
+
+# Frame i is on screen from PTS[i] / 30 s to PTS[i + 1] / 30 s: the gaps alternate 1/30 s and 1/10 s, and the last
+# frame lasts 1/30 s (what the MP4 muxer records for a last frame), so the clip lasts 61/30 s.
+PTS = [4 * (i // 2) + i % 2 for i in range(31)]
+VFR_SECONDS = (PTS[-1] + 1) / 30
+
+
+def _shown_at(t: float) -> int:
+    """The source frame whose presentation interval contains time t."""
+    return max(i for i, p in enumerate(PTS) if p / 30 <= t + 1e-9)
+
+
+def _frame_index(frames: torch.Tensor) -> list[int]:
+    """The index a frame's brightness encodes (source frame i is 8 * i grey)."""
+    return (frames.mean(dim=(1, 2, 3)) * 255 / 8).round().long().tolist()
+
+
+def _write_vfr(path: Path, size=(48, 64), with_audio=False) -> Path:
+    """PTS-timed grey frames whose brightness is 8 x their index, optionally with a 440 Hz tone."""
+    tb = Fraction(1, 30)
+    with av.open(str(path), "w") as c:
+        v = c.add_stream("libx264", rate=30, options={"crf": "10"})
+        v.height, v.width, v.pix_fmt = size[0], size[1], "yuv420p"
+        v.time_base = tb
+        a = c.add_stream("aac", rate=16000, layout="mono") if with_audio else None
+        for i, p in enumerate(PTS):
+            frame = av.VideoFrame.from_ndarray(np.full((*size, 3), 8 * i, np.uint8), format="rgb24")
+            frame.pts, frame.time_base = p, tb
+            c.mux(v.encode(frame))
+        c.mux(v.encode())
+        if a is not None:
+            tone = (0.3 * np.sin(2 * np.pi * 440 * np.arange(round(VFR_SECONDS * 16000)) / 16000)).astype(np.float32)
+            for s in range(0, tone.shape[0], 1024):
+                frame = av.AudioFrame.from_ndarray(tone[None, s : s + 1024], format="fltp", layout="mono")
+                frame.sample_rate, frame.pts, frame.time_base = 16000, s, Fraction(1, 16000)
+                c.mux(a.encode(frame))
+            c.mux(a.encode())
+    return path
+
+
+@pytest.fixture(scope="module")
+def vfr_mp4(tmp_path_factory):
+    return _write_vfr(tmp_path_factory.mktemp("vfr") / "vfr.mp4")
+
+
+def test_variable_rate_file_read_at_its_own_rate_keeps_timing_and_length(vfr_mp4):
+    clip = media.read_video(vfr_mp4)
+    assert clip.fps == 30  # the nominal rate: every timestamp falls on a 1/30 s step
+    assert clip.duration == pytest.approx(VFR_SECONDS, abs=1e-6)  # not 31 frames at the 15.5 fps average
+    assert _frame_index(clip.frames) == [_shown_at(k / 30) for k in range(clip.num_frames)]
+
+
+@pytest.mark.parametrize("fps", [17, 24, 60])
+def test_variable_rate_file_resampled_by_timestamps(vfr_mp4, fps):
+    clip = media.read_video(vfr_mp4, fps=fps)
+    assert clip.num_frames == int(np.ceil(VFR_SECONDS * fps - 1e-6))
+    assert _frame_index(clip.frames) == [_shown_at(k / fps) for k in range(clip.num_frames)]
+
+
+def test_variable_rate_window_and_decode_time_resize(vfr_mp4):
+    clip = media.read_video(vfr_mp4, fps=17, size=(16, 16), start=0.5, duration=1.0)
+    assert clip.frames.shape == (17, 16, 16, 3)
+    assert _frame_index(clip.frames) == [_shown_at(0.5 + k / 17) for k in range(17)]
+
+
+def test_training_reader_takes_variable_rate_frames_by_timestamps(tmp_path):
+    path = _write_vfr(tmp_path / "clip.mp4", with_audio=True)
+    path.with_suffix(".txt").write_text("grey frames and a tone")
+    clip = read_training_clip(path, seconds=2, size=32)
+    assert clip.frames.shape == (34, 32, 32, 3) and clip.waveform.shape == (32000,)
+    assert _frame_index(clip.frames) == [_shown_at(k / 17) for k in range(34)]
+
+
+# ---- 4K input: resized while decoding ------------------------------------------------------------------------
+
+UHD = (2160, 3840)
+
+
+@pytest.fixture(scope="module")
+def uhd_mp4(tmp_path_factory):
+    """2 s of 3840x2160 at 17 fps: a diagonal ramp that moves, and a brightness that tells the frame."""
+    path = tmp_path_factory.mktemp("uhd") / "uhd.mp4"
+    h, w = UHD
+    ramp = (np.add.outer(np.arange(h), np.arange(w)) // 16).astype(np.uint8)
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("libx264", rate=17, options={"preset": "ultrafast", "crf": "18"})
+        s.height, s.width, s.pix_fmt = h, w, "yuv420p"
+        for i in range(34):
+            yuv = np.full((h * 3 // 2, w), 128, np.uint8)  # the Y plane above the two chroma planes
+            yuv[:h] = ramp + np.uint8(5 * i)
+            frame = av.VideoFrame.from_ndarray(yuv, format="yuv420p")
+            frame.pts, frame.time_base = i, Fraction(1, 17)
+            c.mux(s.encode(frame))
+        c.mux(s.encode())
+    return path
+
+
+_PEAK_MEMORY = """
+import json, resource, sys
+from uniform_core import media
+def peak_mb():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+base = peak_mb()
+clip = media.read_video(sys.argv[1], fps=17, size=(256, 256), with_audio=False)
+print(json.dumps({"shape": list(clip.frames.shape), "base": base, "peak": peak_mb()}))
+"""
+
+
+def test_4k_input_is_resized_while_decoding(uhd_mp4):
+    root = Path(__file__).resolve().parents[1]
+    run = subprocess.run(
+        [sys.executable, "-c", _PEAK_MEMORY, str(uhd_mp4)],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "PYTHONPATH": str(root)},
+    )
+    got = json.loads(run.stdout.strip().splitlines()[-1])
+    assert got["shape"] == [34, 256, 256, 3]
+    full_clip_mb = 34 * UHD[0] * UHD[1] * 3 / 2**20  # the clip at full size, even as uint8: 808 MB
+    # the rest is the decoder's own reference frames, the same for a clip of any length
+    assert got["peak"] - got["base"] < 0.4 * full_clip_mb, got
+
+
+def test_decode_time_resize_matches_resizing_after_decoding(uhd_mp4):
+    small = media.read_video(uhd_mp4, fps=17, size=(256, 256), duration=3 / 17, with_audio=False)
+    full = media.read_video(uhd_mp4, fps=17, duration=3 / 17, with_audio=False)
+    assert full.frames.shape == (3, *UHD, 3)
+    after = media.resize_center_crop(full.frames, 256, 256)
+    assert small.frames.shape == after.shape == (3, 256, 256, 3)
+    assert (small.frames - after).abs().mean() < 0.01
+    assert (small.frames.mean(dim=(1, 2, 3)) - after.mean(dim=(1, 2, 3))).abs().max() < 0.005
