@@ -7,6 +7,7 @@ import subprocess
 import sys
 from fractions import Fraction
 from pathlib import Path
+from types import SimpleNamespace
 
 import av
 import numpy as np
@@ -147,3 +148,26 @@ def test_decode_time_resize_matches_resizing_after_decoding(uhd_mp4):
     assert small.frames.shape == after.shape == (3, 256, 256, 3)
     assert (small.frames - after).abs().mean() < 0.01
     assert (small.frames.mean(dim=(1, 2, 3)) - after.mean(dim=(1, 2, 3))).abs().max() < 0.005
+
+
+def test_read_video_notes_say_what_it_changed(vfr_mp4):
+    assert media.read_video(vfr_mp4).notes == []
+    notes = media.read_video(vfr_mp4, fps=17, size=(32, 32)).notes
+    assert notes == [
+        "video resampled 30 -> 17 fps by its timestamps (35 frames)",
+        "video resized from 64x48 to 32x32 while decoding (short side scaled, center-cropped)",
+    ]
+
+
+def test_comfy_video_backed_by_a_file_is_decoded_by_timestamps(vfr_mp4):
+    def average_rate_frames():  # what ComfyUI's own decoding hands over: every frame, one average rate
+        with av.open(str(vfr_mp4)) as c:
+            frames = [torch.from_numpy(f.to_ndarray(format="rgb24")) / 255 for f in c.decode(video=0)]
+            return SimpleNamespace(images=torch.stack(frames), frame_rate=c.streams.video[0].average_rate, audio=None)
+
+    loaded = SimpleNamespace(get_components=average_rate_frames, get_stream_source=lambda: str(vfr_mp4))
+    clip = media.from_comfy_video(loaded, fps=17, size=(16, 16))
+    assert clip.frames.shape == (35, 16, 16, 3)
+    assert _frame_index(clip.frames) == [_shown_at(k / 17) for k in range(35)]
+    in_memory = media.from_comfy_video(SimpleNamespace(get_components=average_rate_frames), fps=17, size=(16, 16))
+    assert in_memory.frames.shape[1:] == (16, 16, 3) and in_memory.fps == 17  # only the average rate to go by

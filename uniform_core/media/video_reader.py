@@ -56,13 +56,21 @@ def read_video(
             kinds = "audio only" if c.streams.audio else "no video stream"
             raise InputError(f"video {str(p)!r} has no video stream ({kinds}); pass a video file, or read it as audio")
         has_audio = bool(c.streams.audio)
-        fps = fps or _nominal_rate(stream)
+        nominal = _nominal_rate(stream)
+        fps = fps or nominal
         try:
-            frames, origin, decoded_end = _decode_video(c, stream, fps, size, start, duration)
+            frames, origin, decoded_end, source_size = _decode_video(c, stream, fps, size, start, duration)
         except av.error.FFmpegError as e:
             raise InputError(f"video {str(p)!r} could not be decoded ({e})") from e
         header_end = _header_end(c, stream, origin)
     notes = []
+    if fps != nominal:
+        notes.append(f"video resampled {nominal:g} -> {fps:g} fps by its timestamps ({len(frames)} frames)")
+    if size is not None and source_size != size:
+        notes.append(
+            f"video resized from {source_size[1]}x{source_size[0]} to {size[1]}x{size[0]} while decoding "
+            "(short side scaled, center-cropped)"
+        )
     if header_end is not None and decoded_end < min(header_end, start + (duration or math.inf)) - 2 / fps - 0.05:
         notes.append(
             f"video {str(p)!r} is truncated: its header says {_seconds(header_end)}, but frames end at "
@@ -94,8 +102,7 @@ def picture_size(path: str | os.PathLike) -> tuple[int, int]:
             raise InputError(f"video {str(p)!r} could not be decoded ({e})") from e
     if frame is None:
         raise InputError(f"video {str(p)!r} has no frames")
-    turns = round(getattr(frame, "rotation", 0) / 90) % 4
-    return (frame.width, frame.height) if turns % 2 else (frame.height, frame.width)
+    return _shown_size(frame)
 
 
 def _nominal_rate(stream) -> float:
@@ -116,7 +123,8 @@ def _header_end(c, stream, origin: float) -> float | None:
 
 def _decode_video(c, stream, fps: float, size, start: float, duration: float | None):
     """Upright (H, W, 3) uint8 pictures for the output times ``start + k / fps`` in the window (resized as decoded
-    when ``size`` is set), the stream's time origin, and where its decoded frames end (seconds from the origin)."""
+    when ``size`` is set), the stream's time origin, where its decoded frames end (seconds from the origin), and the
+    source picture size as shown."""
     stream.thread_type = "AUTO"
     origin = _stream_origin(stream)
     if start > 1.0 and origin is not None:
@@ -143,14 +151,14 @@ def _decode_video(c, stream, fps: float, size, start: float, duration: float | N
                 out.append(picture())
                 k += 1
             if start + k / fps >= end - _EPS:
-                return out, origin, t
+                return out, origin, t, _shown_size(shown[0])
             shown = [frame, None, t]
     except av.error.FFmpegError as e:
         if shown is None:
             raise
         logger.info("video stops decoding after %s: %s", _seconds(shown[2]), e)  # cut mid-packet: keep what came
     if shown is None:
-        return out, origin or 0.0, 0.0
+        return out, origin or 0.0, 0.0, None
     last = shown[0]
     shown_for = float(last.duration * last.time_base) if last.duration and last.time_base else 1 / fps
     decoded_end = shown[2] + shown_for
@@ -160,14 +168,23 @@ def _decode_video(c, stream, fps: float, size, start: float, duration: float | N
     while (tk := start + k / fps) < min(end, decoded_end) - tol:
         out.append(picture())
         k += 1
-    return out, origin, decoded_end
+    return out, origin, decoded_end, _shown_size(last)
+
+
+def _quarter_turns(frame) -> int:
+    """Counterclockwise quarter turns that make ``frame`` upright (phones store portrait video sideways)."""
+    return round(getattr(frame, "rotation", 0) / 90) % 4
+
+
+def _shown_size(frame) -> tuple[int, int]:
+    return (frame.width, frame.height) if _quarter_turns(frame) % 2 else (frame.height, frame.width)
 
 
 def _picture(frame, size: tuple[int, int] | None) -> torch.Tensor:
     """(H, W, 3) uint8 as the picture is meant to be shown (phones store portrait video sideways plus a rotation),
     scaled by FFmpeg to cover ``size`` and center-cropped when ``size`` is given."""
-    turns = round(getattr(frame, "rotation", 0) / 90) % 4  # counterclockwise quarter turns
-    h, w = (frame.width, frame.height) if turns % 2 else (frame.height, frame.width)  # as shown
+    turns = _quarter_turns(frame)
+    h, w = _shown_size(frame)
     if size is None or (h, w) == size:
         array = frame.to_ndarray(format="rgb24")
     else:
