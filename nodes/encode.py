@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from uniform_core import media, pipeline
 from uniform_core.errors import InputError
+from uniform_core.tasks import VIDEO_FPS, check_duration, check_size
 
 from . import host
 from .common import AUDIO_LATENT, AUDIO_VAE, TEXT, TEXT_ENCODER, VIDEO_LATENT, VIDEO_VAE, UniFormNode, fps_input
@@ -74,8 +75,11 @@ class UniFormVideoEncode(UniFormNode):
         if (images is None) == (video is None):
             given = "both" if images is not None else "neither"
             raise InputError(f"connect exactly one of the images or video inputs; got {given}")
-        if video is not None:
-            clip = media.from_comfy_video(host.decoded_video(video, "video"))
+        if video is not None:  # Load Video's file is decoded here by timestamps, at the model size when it is given
+            size = check_size(height, width) if height and width else None
+            seconds = check_duration(duration) if duration else 16  # 16 s: the longest clip
+            source = video if media.file_source(video) else host.decoded_video(video, "video")
+            clip = media.from_comfy_video(source, fps=VIDEO_FPS, size=size, duration=seconds)
             images, fps = clip.frames, clip.fps
         with host.running(video_vae) as vae:
             encoded = pipeline.encode_video(vae, images, fps, duration or None, height or None, width or None)

@@ -1,5 +1,6 @@
 """Decoding by presentation timestamps and at the target size: a variable-frame-rate file keeps its timing and
-length on every path that reads video (read_video, the training reader), and a 4K file is never held at full size."""
+length on every path that reads video (read_video, the training reader, the pipeline behind the CLI, the ComfyUI
+VIDEO input), and a 4K file is never held at full size."""
 
 import json
 import os
@@ -15,6 +16,8 @@ import pytest
 import torch
 
 from uniform_core import media
+from uniform_core.bundle import random_tiny_bundle
+from uniform_core.pipeline import UniFormPipeline
 from uniform_core.train.data import read_training_clip
 
 # Frame i is on screen from PTS[i] / 30 s to PTS[i + 1] / 30 s: the gaps alternate 1/30 s and 1/10 s, and the last
@@ -89,6 +92,30 @@ def test_training_reader_takes_variable_rate_frames_by_timestamps(tmp_path):
     assert _frame_index(clip.frames) == [_shown_at(k / 17) for k in range(34)]
 
 
+def test_v2a_from_a_variable_rate_file_conditions_on_the_frames_shown(tmp_path):
+    path = _write_vfr(tmp_path / "vfr.mp4", size=(48, 64))
+    result = UniFormPipeline(random_tiny_bundle(seed=0)).generate("v2a", video=path, steps=1, height=32, width=32)
+    assert result.frames.shape == (1, 34, 32, 32, 3)  # 2 whole seconds at 17 fps, resized while decoding
+    assert _frame_index(result.frames[0]) == [_shown_at(k / 17) for k in range(34)]
+    assert "video resampled 30 -> 17 fps by its timestamps (35 frames)" in result.notes
+
+
+def test_video_encode_node_decodes_load_videos_file_by_timestamps(vfr_mp4):
+    from nodes.encode import UniFormVideoEncode
+    from nodes.host import Component
+
+    def whole_file_at_full_size():
+        raise AssertionError("a file-backed VIDEO must not be decoded whole by ComfyUI's get_components()")
+
+    loaded = SimpleNamespace(get_components=whole_file_at_full_size, get_stream_source=lambda: str(vfr_mp4))
+    vae = Component(random_tiny_bundle(seed=0).video_vae, "video_vae", offload=False)
+    _, frames, fps = UniFormVideoEncode().run(
+        video_vae=vae, fps=17.0, duration=2, width=32, height=32, images=None, video=loaded
+    )
+    assert fps == 17 and frames.shape == (34, 32, 32, 3)
+    assert _frame_index(frames) == [_shown_at(k / 17) for k in range(34)]
+
+
 # ---- 4K input: resized while decoding ------------------------------------------------------------------------
 
 UHD = (2160, 3840)
@@ -116,6 +143,8 @@ def uhd_mp4(tmp_path_factory):
 _PEAK_MEMORY = """
 import json, resource, sys
 from uniform_core import media
+from uniform_core.bundle import random_tiny_bundle
+from uniform_core.pipeline import UniFormPipeline
 def peak_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 base = peak_mb()

@@ -405,7 +405,8 @@ class UniFormPipeline:
 
         video_latent = audio_latent = None
         if task == "v2a":
-            clip = video if isinstance(video, media.VideoClip) else media.read_video(video, with_audio=False)
+            clip = video if isinstance(video, media.VideoClip) else _read_video_input(video, duration, height, width)
+            notes += clip.notes
             size = (height or _round_size(clip.frames.shape[1]), width or _round_size(clip.frames.shape[2]))
             with self._use(b.video_vae):
                 video_latent = encode_video(b.video_vae, clip.frames, clip.fps, duration, *size)
@@ -493,6 +494,16 @@ def _check_frames(frames, name: str) -> torch.Tensor:
 
 def _describe(x) -> str:
     return f"shape {tuple(x.shape)}" if isinstance(x, torch.Tensor) else type(x).__name__
+
+
+def _read_video_input(path, duration: int | None, height: int | None, width: int | None) -> media.VideoClip:
+    """A video file at the model's 17 fps by its timestamps and at the model size (checked first), resized while
+    it is decoded, so a large file never sits in memory at full size; at most ``duration`` s (None: 16 s, the
+    longest clip)."""
+    shown_h, shown_w = media.picture_size(path)
+    size = check_size(height or _round_size(shown_h), width or _round_size(shown_w))
+    seconds = 16 if duration is None else check_duration(duration)
+    return media.read_video(path, fps=VIDEO_FPS, size=size, duration=seconds, with_audio=False)
 
 
 def _round_size(pixels: int) -> int:

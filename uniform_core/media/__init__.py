@@ -12,7 +12,7 @@ Modules: ``clips`` (the types), ``validation`` (checks of given values), ``probe
 
 from .audio_reader import read_audio
 from .clips import AudioClip, MediaInfo, VideoClip
-from .comfy import from_comfy_audio, from_comfy_video, to_comfy_audio
+from .comfy import file_source, from_comfy_audio, from_comfy_video, to_comfy_audio
 from .conform import conform_audio, conform_video, resample_audio, resample_fps, resize_center_crop, to_mono
 from .probe import probe
 from .video_reader import picture_size, read_video
@@ -25,6 +25,7 @@ __all__ = [
     "VideoClip",
     "conform_audio",
     "conform_video",
+    "file_source",
     "from_comfy_audio",
     "from_comfy_video",
     "picture_size",

@@ -47,8 +47,8 @@ def from_comfy_video(
     Frames already in memory have only their one frame rate to go by."""
     if not callable(getattr(video, "get_components", None)):
         raise InputError(f"VIDEO must be a ComfyUI video object with get_components(); got {type(video).__name__}")
-    source = video.get_stream_source() if callable(getattr(video, "get_stream_source", None)) else None
-    if isinstance(source, (str, os.PathLike)) and Path(source).is_file():
+    source = file_source(video)
+    if source is not None:
         return read_video(source, fps=fps, size=size, duration=duration)
     parts = video.get_components()
     audio = from_comfy_audio(parts.audio) if getattr(parts, "audio", None) is not None else None
@@ -58,3 +58,9 @@ def from_comfy_video(
     if size is not None:
         frames = resize_center_crop(frames, *size)
     return VideoClip(frames, frame_rate, audio)
+
+
+def file_source(video) -> Path | None:
+    """The file a ComfyUI VIDEO reads from (Load Video's ``VideoFromFile``), or None for frames held in memory."""
+    source = video.get_stream_source() if callable(getattr(video, "get_stream_source", None)) else None
+    return Path(source) if isinstance(source, (str, os.PathLike)) and Path(source).is_file() else None
