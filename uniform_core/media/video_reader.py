@@ -71,15 +71,18 @@ def read_video(
             f"video resized from {source_size[1]}x{source_size[0]} to {size[1]}x{size[0]} while decoding "
             "(short side scaled, center-cropped)"
         )
-    if header_end is not None and decoded_end < min(header_end, start + (duration or math.inf)) - 2 / fps - 0.05:
+    truncated = (
+        header_end is not None and decoded_end < min(header_end, start + (duration or math.inf)) - 2 / fps - 0.05
+    )
+    if truncated:
         notes.append(
             f"video {str(p)!r} is truncated: its header says {_seconds(header_end)}, but frames end at "
             f"{_seconds(decoded_end)}; read {_seconds(len(frames) / fps)} from {_seconds(start)}"
         )
         logger.warning(notes[-1])
     if not frames:
-        what = "is truncated before" if notes else "has no frames from"
-        raise InputError(f"video {str(p)!r} {what} start={start:g} s" + ("" if notes else " on"))
+        cut = f" (it is truncated at {_seconds(decoded_end)})" if truncated else ""
+        raise InputError(f"video {str(p)!r} has no frames from start={start:g} s on{cut}")
     video = torch.empty((len(frames), *frames[0].shape), dtype=torch.float32)
     for i, picture in enumerate(frames):
         torch.div(picture, 255, out=video[i])
