@@ -66,7 +66,7 @@ def vfr_mp4(tmp_path_factory):
 
 def test_variable_rate_file_read_at_its_own_rate_keeps_timing_and_length(vfr_mp4):
     clip = media.read_video(vfr_mp4)
-    assert clip.fps == 30  # the nominal rate: every timestamp falls on a 1/30 s step
+    assert clip.fps == media.probe(vfr_mp4).fps == 30  # the nominal rate: every timestamp falls on a 1/30 s step
     assert clip.duration == pytest.approx(VFR_SECONDS, abs=1e-6)  # not 31 frames at the 15.5 fps average
     assert _frame_index(clip.frames) == [_shown_at(k / 30) for k in range(clip.num_frames)]
 

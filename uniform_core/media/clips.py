@@ -66,7 +66,7 @@ class MediaInfo:
     has_video: bool
     has_audio: bool
     duration: float | None  # seconds
-    fps: float | None
+    fps: float | None  # the nominal rate read_video uses when given none (r_frame_rate)
     num_frames: int | None
     width: int | None
     height: int | None

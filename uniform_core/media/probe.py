@@ -33,7 +33,7 @@ def probe(path: str | os.PathLike) -> MediaInfo:
         a = c.streams.audio[0] if c.streams.audio else None
         durations = [float(s.duration * s.time_base) for s in (v, a) if s is not None and s.duration]
         duration = c.duration / av.time_base if c.duration else (max(durations) if durations else None)
-        fps = float(v.average_rate or v.guessed_rate) if v is not None and (v.average_rate or v.guessed_rate) else None
+        fps = _nominal_rate(v) if v is not None and (v.average_rate or v.guessed_rate) else None
         rate = a.rate if a is not None else None
         samples = round(a.duration * a.time_base * rate) if a is not None and a.duration and rate else None
         return MediaInfo(
@@ -55,3 +55,12 @@ def probe(path: str | os.PathLike) -> MediaInfo:
 
 def _stream_origin(stream) -> float | None:
     return float(stream.start_time * stream.time_base) if stream.start_time is not None else None
+
+
+def _nominal_rate(stream) -> float:
+    """The rate a file's frames are shown at when the caller names none: r_frame_rate (the lowest rate at which
+    every timestamp falls on a frame) unless it is missing or far above the average (millisecond time bases)."""
+    guessed, average = stream.guessed_rate, stream.average_rate
+    if guessed and (not average or guessed <= 4 * average):
+        return float(guessed)
+    return float(average) if average else 25.0  # FFmpeg's own default when a stream states no rate

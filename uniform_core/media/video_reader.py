@@ -18,7 +18,7 @@ from ..errors import InputError
 from .audio_reader import _read_audio_file
 from .clips import VideoClip
 from .conform import _EPS, _cover_size, _seconds
-from .probe import _open, _stream_origin, _video_stream
+from .probe import _nominal_rate, _open, _stream_origin, _video_stream
 from .validation import _check_file, _check_fps, _check_window, _is_pos_int
 
 logger = logging.getLogger(__name__)
@@ -106,15 +106,6 @@ def picture_size(path: str | os.PathLike) -> tuple[int, int]:
     if frame is None:
         raise InputError(f"video {str(p)!r} has no frames")
     return _shown_size(frame)
-
-
-def _nominal_rate(stream) -> float:
-    """The rate a file's frames are shown at when the caller names none: r_frame_rate (the lowest rate at which
-    every timestamp falls on a frame) unless it is missing or far above the average (millisecond time bases)."""
-    guessed, average = stream.guessed_rate, stream.average_rate
-    if guessed and (not average or guessed <= 4 * average):
-        return float(guessed)
-    return float(average) if average else 25.0  # FFmpeg's own default when a stream states no rate
 
 
 def _header_end(c, stream, origin: float) -> float | None:
