@@ -9,7 +9,9 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from uniform_core.bench import PeakMemory, TensorPeak, bench_video_decode
+from uniform_core.bench import PeakMemory, TensorPeak, bench_audio_decode, bench_video_decode
+from uniform_core.bench.compare import compare_with_plain
+from uniform_core.bench.growth import bench_dit_growth
 from uniform_core.bundle import random_tiny_bundle
 from uniform_core.cli import main
 from uniform_core.diffusion.guidance import make_model_fn
@@ -107,3 +109,27 @@ def test_sampling_loop_never_reads_the_device_and_copies_nothing_per_step(sample
         assert out.shape == clean.shape and out.device == meta
         copies.append(traffic.copies)
     assert copies[0] == copies[1]
+
+
+def test_end_to_end_rows_carry_the_sum_of_their_stage_rows(report):
+    rows = {r["name"].split(" (")[0]: r for r in report["results"]}
+    sampler = next(name for name in rows if name.startswith("sampler iddpm"))  # the random bundle's sampler
+    want = rows["text encode"]["median_s"] + rows[sampler]["median_s"]
+    want += sum(r["median_s"] for name, r in rows.items() if name.startswith(("video decode", "audio decode")))
+    assert rows["end to end t2av"]["extra"]["stages_s"] == pytest.approx(want)
+
+
+def test_growth_and_compare_rows_report_their_ratios():
+    growth = bench_dit_growth("tiny", seconds=(1, 2), repeats=1)
+    assert set(growth["step_s"]) == {1, 2} and all(v > 0 for v in growth["step_s"].values())
+    assert growth["exponent"] == pytest.approx(growth["last_exponent"])  # two points: one slope
+    compare = compare_with_plain(depth=1, frames=5, side=4, repeats=1)
+    assert compare["stdit3_over_plain"] > 0 and compare["uniform_over_plain"] > 0
+
+
+def test_audio_decode_memory_rows_split_the_vae_and_the_vocoder():
+    result = bench_audio_decode("tiny", durations=(1, 2))
+    rows = result["rows"]
+    assert [r["seconds"] for r in rows] == [1, 2]
+    assert rows[1]["output_mb"] == pytest.approx(2 * rows[0]["output_mb"])
+    assert all(r["vae_beyond_mel_mb"] > 0 and r["vocoder_beyond_output_mb"] > 0 for r in rows)

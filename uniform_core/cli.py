@@ -149,10 +149,15 @@ def _add_bench(sub) -> None:
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     p.add_argument("--preset", default="tiny", choices=("tiny", "xl"), help="tiny: 64x64; xl: the paper's sizes")
     p.add_argument("--steps", type=int, default=30, help="sampling steps per sampler / task")
-    p.add_argument("--repeats", type=int, default=3, help="timed runs per row (end to end: half as many)")
+    p.add_argument("--repeats", type=int, default=3, help="timed runs per row")
     p.add_argument("--seconds", type=int, default=None, help="clip length (default: tiny 2 s, xl 4 s)")
     p.add_argument("--compile", action="store_true", help="torch.compile the DiT")
-    p.add_argument("--decode-memory", action="store_true", help="also compare video decode memory for 4 s and 8 s")
+    p.add_argument(
+        "--decode-memory", action="store_true", help="also video decode memory at 4/8 s and audio at 4/8/16 s"
+    )
+    p.add_argument("--startup", action="store_true", help="also import time against torch's, and bundle load")
+    p.add_argument("--growth", action="store_true", help="also the DiT step time against clip length 1-16 s")
+    p.add_argument("--compare", action="store_true", help="also our DiTs against a plain SDPA transformer")
     p.add_argument("--json", default=None, help="write the full report (all runs) to this JSON file")
     p.set_defaults(run=_run_bench)
 
@@ -161,7 +166,16 @@ def _run_bench(args) -> int:
     from .bench import run_bench, to_markdown, write_json
 
     report = run_bench(
-        args.preset, args.device, args.steps, args.repeats, args.seconds, args.compile, args.decode_memory
+        args.preset,
+        args.device,
+        args.steps,
+        args.repeats,
+        args.seconds,
+        args.compile,
+        args.decode_memory,
+        startup=args.startup,
+        growth=args.growth,
+        compare=args.compare,
     )
     print(to_markdown(report))
     if args.json:

@@ -108,6 +108,8 @@ class VocoderConfig:
         return _from_dict(cls, data, what)
 
 
+VOCODER_PIECE_FRAMES = 200  # mel frames (2 s) the vocoder runs at once; its memory is this, not the clip
+
 AUDIO_VAE_PRESETS: dict[str, AudioVAEConfig] = {
     "audioldm-s-full": AudioVAEConfig(),
     "tiny": AudioVAEConfig(block_out_channels=(32, 32, 32), layers_per_block=1, norm_num_groups=8, scaling_factor=1.0),
@@ -185,7 +187,39 @@ class Vocoder(nn.Module):
                 f"vocoder input must be a log-mel of shape (batch, frames, {self.config.model_in_dim}); "
                 f"got {tuple(mel.shape)}"
             )
-        return self.model(mel)[:, : mel.shape[1] * self.config.hop_length]
+        return self._run_in_pieces(mel)
+
+    @property
+    def halo_frames(self) -> int:
+        """Mel frames on each side that can reach an output sample (HiFi-GAN's receptive field, rounded up): the
+        7-tap input and output convolutions, each transposed convolution's taps, and the widest residual stack
+        (taps x dilations) at every upsampled rate."""
+        c, rate, halo = self.config, 1, 3.0
+        for up, kernel in zip(c.upsample_rates, c.upsample_kernel_sizes, strict=True):
+            halo += kernel / (2 * up) / rate + 1 / rate  # transposed conv taps, in input frames
+            rate *= up
+            widest = max(
+                sum((k - 1) // 2 * (d + 1) for d in dil)
+                for k, dil in zip(c.resblock_kernel_sizes, c.resblock_dilation_sizes, strict=True)
+            )
+            halo += widest / rate
+        return math.ceil(halo + 3 / rate) + 1
+
+    def _run_in_pieces(self, mel: torch.Tensor) -> torch.Tensor:
+        """HiFi-GAN over pieces of ``VOCODER_PIECE_FRAMES`` mel frames, each with :attr:`halo_frames` of context on
+        both sides, written into one preallocated waveform: memory beyond the output no longer grows with the clip,
+        and every sample equals the whole-clip result (the halo covers the receptive field; the network is
+        translation-equivariant at whole frames)."""
+        frames, hop, halo = mel.shape[1], self.config.hop_length, self.halo_frames
+        if frames <= VOCODER_PIECE_FRAMES + 2 * halo:
+            return self.model(mel)[:, : frames * hop]
+        out = mel.new_empty(mel.shape[0], frames * hop)
+        for start in range(0, frames, VOCODER_PIECE_FRAMES):
+            stop = min(start + VOCODER_PIECE_FRAMES, frames)
+            first, last = max(0, start - halo), min(frames, stop + halo)
+            wave = self.model(mel[:, first:last])
+            out[:, start * hop : stop * hop] = wave[:, (start - first) * hop : (stop - first) * hop]
+        return out
 
     def save(self, path: str | os.PathLike) -> None:
         save_component(self.model, path, VOCODER_KIND, asdict(self.config))
