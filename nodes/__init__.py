@@ -5,13 +5,14 @@ from . import host
 host.register_model_folder()  # before any node lists models/uniform
 host.provide_example_inputs()  # the clip uniform_v2a_load_video loads
 
-from . import decode, encode, evaluate, examples, latent, loaders, sample, save  # noqa: E402
+from . import decode, encode, evaluate, examples, latent, loaders, long, sample, save  # noqa: E402
 
 _NODES = [
     *loaders.NODES,
     *encode.NODES,
     *latent.NODES,
     *sample.NODES,
+    *long.NODES,
     *decode.NODES,
     *save.NODES,
     *evaluate.NODES,

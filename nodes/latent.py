@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from uniform_core import pipeline
 from uniform_core.errors import InputError
-from uniform_core.tasks import TASK_DESCRIPTIONS, TASKS
+from uniform_core.tasks import LONG_MAX_SECONDS, TASK_DESCRIPTIONS, TASKS
 
 from .common import AUDIO_LATENT, LATENT, VIDEO_LATENT, UniFormNode
 
@@ -33,8 +33,9 @@ class UniFormTaskLatent(UniFormNode):
                     {
                         "default": 4,
                         "min": 1,
-                        "max": 16,
-                        "tooltip": "Seconds to generate (t2av); a2v and v2a last as long as their condition.",
+                        "max": LONG_MAX_SECONDS,
+                        "tooltip": "Seconds to generate (t2av); a2v and v2a last as long as their condition. Longer "
+                        "than the model's clip (uniform-tiny: 2 s)? Sample with UniForm Long Sampler.",
                     },
                 ),
                 "width": ("INT", {"default": 256, "min": 16, "max": 4096, "step": 16, "tooltip": size_tooltip}),
@@ -58,6 +59,7 @@ class UniFormTaskLatent(UniFormNode):
             width=None if task == "v2a" else width,
             video=video_latent if task == "v2a" else None,
             audio=audio_latent if task == "a2v" else None,
+            max_seconds=LONG_MAX_SECONDS,
         )
         return (latent,)
 

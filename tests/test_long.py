@@ -69,6 +69,28 @@ def test_sampling_keeps_the_given_start_bit_identical(bundle, text, task):
     assert not torch.isclose(after[~keep], before[~keep]).any()
 
 
+@pytest.mark.parametrize("sampler", ["ddim", "iddpm", "euler"])
+def test_a_noised_given_start_is_shown_at_each_steps_noise_level_and_ends_clean(bundle, text, sampler):
+    latent = make_task_latent("t2av", 2, SIZE, SIZE)
+    latent = latent.with_latents(torch.randn_like(latent.video), torch.randn_like(latent.audio))
+    seen = []
+    handle = bundle.dit.register_forward_pre_hook(lambda _m, args: seen.append(args[0][:, :, :4].clone()))
+    try:
+        runs = {
+            noised: sample(bundle.dit, latent, text, 1, 3, 1.0, sampler, given_frames=4, given_noised=noised).latent
+            for noised in (False, True)
+        }
+    finally:
+        handle.remove()
+    given = latent.video[:, :, :4]
+    assert all(torch.equal(s, given) for s in seen[:3])  # clean: the model sees the given frames as they are
+    assert not any(torch.isclose(s, given).all() for s in seen[3:])  # noised: never as they are
+    noise_level = [(s - given).std().item() for s in seen[3:]]
+    assert noise_level == sorted(noise_level, reverse=True)  # less noise at every step
+    for out in runs.values():
+        assert torch.equal(out.video[:, :, :4], given) and torch.equal(out.audio[:, :, :20], latent.audio[:, :, :20])
+
+
 def test_windows_cover_any_length_and_each_continues_what_came_before():
     for total, window, overlap in [(7, 2, 1), (9, 4, 1), (10, 4, 2), (3, 4, 1), (61, 2, 1)]:
         plan = plan_windows(total, window, overlap)
@@ -209,3 +231,52 @@ def test_sound_and_picture_take_their_own_guidance_in_one_call(bundle, text):
     assert not torch.allclose(mixed[0], audio_guided[0], atol=1e-4)
     with pytest.raises(InputError, match="audio_cfg_scale"):
         make_model_fn(bundle.dit, latent, text.y, text.mask, None, None, 2.0, -1.0)
+
+
+# ---- nodes --------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def node_parts(pack):
+    nodes = {name: cls() for name, cls in pack.NODE_CLASS_MAPPINGS.items()}
+    dit, _, _, text_encoder = nodes["UniFormLoadBundle"].run(
+        bundle="uniform-tiny (embedded)", precision="auto", offload="auto"
+    )
+    (text,) = nodes["UniFormTextEncode"].run(
+        text_encoder=text_encoder, prompt="a red ball bounces", negative_prompt=""
+    )
+    return nodes, dit, text
+
+
+WIDGETS = dict(seed=0, steps=1, cfg_video=3.0, cfg_audio=1.0, sampler="ddim", window=2, overlap=1)
+
+
+def test_long_sampler_node_makes_a_task_latent_of_any_length(node_parts):
+    nodes, dit, text = node_parts
+    (latent,) = nodes["UniFormTaskLatent"].run(task="t2av", duration=3, width=SIZE, height=SIZE)
+    (out,) = nodes["UniFormLongSampler"].run(dit=dit, latent=latent, text=text, **WIDGETS)
+    assert out.duration == 3 and out.video.shape[2] == 15 and out.audio.shape[2] == 75
+    with pytest.raises(InputError, match="UniForm Long Sampler: .*text"):
+        nodes["UniFormLongSampler"].run(dit=dit, latent=latent, **WIDGETS)
+
+
+def test_extend_node_keeps_the_clip_and_adds_seconds(node_parts):
+    nodes, dit, text = node_parts
+    (latent,) = nodes["UniFormTaskLatent"].run(task="t2av", duration=2, width=SIZE, height=SIZE)
+    (clip,) = nodes["UniFormLongSampler"].run(dit=dit, latent=latent, text=text, **WIDGETS)
+    (longer,) = nodes["UniFormExtend"].run(dit=dit, latent=clip, seconds=2, text=text, **WIDGETS)
+    assert longer.duration == 4 and longer.num_frames == 68
+    assert torch.equal(longer.video[:, :, :10], clip.video) and torch.equal(longer.audio[:, :, :50], clip.audio)
+    a2v = clip.__class__(**{**clip.__dict__, "task": "a2v"})
+    with pytest.raises(InputError, match="UniForm Extend: .*audio condition"):
+        nodes["UniFormExtend"].run(dit=dit, latent=a2v, seconds=1, **WIDGETS)
+
+
+def test_cli_makes_a_clip_longer_than_the_models_window(tmp_path):
+    from uniform_core.cli import main
+
+    out = tmp_path / "long.mp4"
+    argv = ["generate", "--task", "t2av", "--prompt", "a red ball bounces", "--duration", "3", "--steps", "1"]
+    assert main([*argv, "--cfg-audio", "1.5", "--out", str(out)]) == 0
+    clip = media.read_video(out)
+    assert clip.frames.shape[0] == 3 * 17 and abs(clip.audio.waveform.shape[-1] / clip.audio.sample_rate - 3) < 0.07

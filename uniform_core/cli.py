@@ -55,9 +55,19 @@ def _add_generate(sub) -> None:
     p.add_argument("--bundle", default=None, help="bundle folder (default: the embedded uniform-tiny)")
     p.add_argument("--steps", type=int, default=30)
     p.add_argument("--cfg", type=float, default=None, help="guidance scale (default: the bundle's, per task)")
+    p.add_argument("--cfg-audio", type=float, default=None, help="the sound's own guidance scale (default: --cfg)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--sampler", default=None, choices=SAMPLERS, help="default: the bundle's")
-    p.add_argument("--duration", type=int, default=None, help="whole seconds (default: the input's, or the model's)")
+    p.add_argument(
+        "--duration",
+        type=int,
+        default=None,
+        help="whole seconds (default: the input's, or the model's); longer than the model's clip (uniform-tiny: 2 s) "
+        "is made in overlapping windows that continue each other",
+    )
+    p.add_argument(
+        "--overlap", type=int, default=1, help="seconds each window shares with the one before (long clips)"
+    )
     p.add_argument("--height", type=int, default=None, help="pixels, a multiple of 16 (t2av/a2v)")
     p.add_argument("--width", type=int, default=None, help="pixels, a multiple of 16 (t2av/a2v)")
     p.add_argument("--batch", type=int, default=1, help="variations in one call; item i uses seed + i")
@@ -96,10 +106,12 @@ def _run_train(args) -> int:
 
 
 def _run_generate(args) -> int:
+    import functools
     from pathlib import Path
 
     from tqdm import tqdm
 
+    from .long import generate_long
     from .pipeline import UniFormPipeline
 
     pipe = UniFormPipeline.from_bundle(
@@ -112,7 +124,12 @@ def _run_generate(args) -> int:
             bar.total = total
             bar.update(step - bar.n)
 
-        result = pipe.generate(
+        # Windows (and a sound guided on its own) go through uniform_core.long; within one window it is the same.
+        windowed = args.cfg_audio is not None or (args.duration or 0) > pipe.bundle.duration
+        generate = pipe.generate
+        if windowed:
+            generate = functools.partial(generate_long, pipe, overlap=args.overlap, cfg_audio=args.cfg_audio)
+        result = generate(
             args.task,
             prompt=args.prompt,
             video=args.video,

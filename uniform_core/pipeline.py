@@ -25,7 +25,7 @@ from .diffusion.continuation import continuation_keep_mask
 from .diffusion.guidance import make_model_fn
 from .diffusion.samplers import check_sampler
 from .diffusion.samplers import sample as run_sampler
-from .diffusion.task_latent import TaskLatent, pack, unpack
+from .diffusion.task_latent import TaskLatent, keep_mask, pack, unpack
 from .errors import InputError
 from .model.compiled import compile_dit
 from .model.uniform_dit import UniFormDiT
@@ -253,13 +253,15 @@ def sample(
     cancel: Cancel | None = None,
     cfg_audio: float | None = None,
     given_frames: int = 0,
+    given_noised: bool = False,
 ) -> SampleOutput:
     """Denoise the generated modality of ``latent``; item ``i`` of the batch uses seed ``seed + i``.
 
     Cond and uncond run as one batch per step (classifier-free guidance with scale ``cfg``, or ``cfg`` on the video
     and ``cfg_audio`` on the audio). Without ``text`` the model is conditioned on its learned null caption only, so
     guidance is skipped. ``given_frames``: the first latent frames of both modalities are given by ``latent`` and
-    kept clean (continuation, :mod:`~uniform_core.diffusion.continuation`).
+    kept clean (continuation, :mod:`~uniform_core.diffusion.continuation`), or with ``given_noised`` shown at
+    each step's noise level and replaced after every step.
     """
     _check_sampling_args(seed, steps, cfg, sampler, batch_size)
     if cfg_audio is not None:
@@ -270,6 +272,9 @@ def sample(
     audio = latent.audio.expand(batch_size, *latent.audio.shape[1:]).to(device)
     clean = pack(video, audio)
     keep = continuation_keep_mask(latent.task, video.shape, audio.shape, given_frames).to(device)
+    renoise = None
+    if given_noised:
+        renoise, keep = keep, keep_mask(latent.task, video.shape, audio.shape).to(device)
     generators = [torch.Generator("cpu").manual_seed(s) for s in seeds]
     noise = torch.stack([torch.randn(clean.shape[1], generator=g) for g in generators]).to(device)
 
@@ -277,7 +282,9 @@ def sample(
     y, mask, y_null, mask_null, scale = _text_batch(dit, text, batch_size, cfg, device)
     audio_scale = scale if cfg_audio is None or text is None else cfg_audio
     model_fn = make_model_fn(dit, batch_latent, y, mask, y_null, mask_null, scale, audio_scale)
-    x0 = run_sampler(model_fn, noise, clean, keep, sampler, steps, generators, callback=progress, cancel=cancel)
+    x0 = run_sampler(
+        model_fn, noise, clean, keep, sampler, steps, generators, callback=progress, cancel=cancel, renoise=renoise
+    )
     video_out, audio_out = unpack(x0, video.shape, audio.shape)
     return SampleOutput(latent=latent.with_latents(video_out.float().cpu(), audio_out.float().cpu()), seeds=seeds)
 

@@ -6,6 +6,9 @@ timestep the model sees for the whole latent) and are reset to their given value
 as :func:`samplers.sample` treats a task's kept modality. It needs no training: the task token stays the window's
 own task (t2av, a2v or v2a), so a T2AV window whose first second is given is still the T2AV model.
 
+Long generation (:mod:`uniform_core.long`) shows the given frames at each step's noise level instead by default
+(``samplers.sample(renoise=...)``), which measured better on the tiny model; the mask is the same either way.
+
 Given frames cover the same time window in both modalities: ``k`` video latent frames and the
 ``k * AUDIO_STEPS_PER_LATENT_FRAME`` audio latent steps that fall in them.
 """

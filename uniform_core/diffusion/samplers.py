@@ -164,6 +164,7 @@ def sample(
     callback: Callable[[int, int], None] | None = None,
     cancel: Callable[[], bool] | None = None,
     schedule: NoiseSchedule | None = None,
+    renoise: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Denoise ``noise`` into x_0 with ``sampler`` in ``steps`` model calls.
 
@@ -172,7 +173,10 @@ def sample(
     condition entries, which the model always sees as ``clean`` and which the result copies bit for bit.
     generators: one torch.Generator per item for the ancestral noise (iddpm), so item i of a batch equals the single
     run with generators[i]; None draws from torch's global RNG. callback(step, total) runs after each step;
-    cancel() is polled before each step and True raises Cancelled. Returns x_0 [B, D].
+    cancel() is polled before each step and True raises Cancelled. renoise: [D] bool, entries that are given by
+    ``clean`` but shown at the current noise level (``clean`` noised with ``noise`` by the scheduler's own
+    ``add_noise``) and replaced so after every step, instead of clean: the replacement method of training-free
+    inpainting (Song et al. 2021), for given parts the model never saw clean in training. Returns x_0 [B, D].
     """
     _check_inputs(noise, clean, keep)
     scheduler = make_scheduler(sampler, steps, schedule)
@@ -184,6 +188,9 @@ def sample(
     total = len(timesteps)
 
     x = torch.where(keep, clean, noise * scheduler.init_noise_sigma)
+    if renoise is not None:
+        renoise = renoise.to(device) & ~keep
+        x = torch.where(renoise, scheduler.add_noise(clean, noise, timesteps[:1]).to(x.dtype), x)
     for i, t in enumerate(timesteps):
         if cancel is not None and cancel():
             raise Cancelled(f"sampling cancelled at step {i} of {total}")
@@ -199,6 +206,9 @@ def sample(
         else:
             out = scheduler.step(eps, t, x).prev_sample
         x = torch.where(keep, clean, out.to(x.dtype))
+        if renoise is not None:  # the given entries at the next step's noise level (clean after the last step)
+            given = clean if i + 1 == total else scheduler.add_noise(clean, noise, timesteps[i + 1 : i + 2])
+            x = torch.where(renoise, given.to(x.dtype), x)
         if callback is not None:
             callback(i + 1, total)
     return x

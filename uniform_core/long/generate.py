@@ -152,13 +152,15 @@ def generate_long(
     window: int | None = None,
     overlap: int = 1,
     seam: str = "latent",
+    given: str = "noised",
     progress: Progress | None = None,
     cancel: Cancel | None = None,
 ) -> GenerationResult:
     """:meth:`UniFormPipeline.generate` for clips of any whole-second length (up to ``tasks.LONG_MAX_SECONDS``),
     sampled in windows of ``window`` s (default: the bundle's clip length) that share ``overlap`` s. A2V/V2A last
     as long as their input unless ``duration`` is given. ``cfg`` guides the video and ``cfg_audio`` (default:
-    ``cfg``) the audio. ``progress(step, total)`` runs over the steps of all windows."""
+    ``cfg``) the audio. ``given``: how each window sees what it shares with the one before (see
+    :func:`.windows.sample_long`). ``progress(step, total)`` runs over the steps of all windows."""
     task_index(task)
     b = pipe.bundle
     window = b.duration if window is None else window
@@ -166,8 +168,8 @@ def generate_long(
     sampler = b.sampler if sampler is None else sampler
     if task == "t2av" and not (prompt and prompt.strip()):
         raise InputError("task 't2av' (text to audio+video) needs a prompt")
-    for needed, given, name in (("a2v", audio, "audio"), ("v2a", video, "video")):
-        if task == needed and given is None:
+    for needed, condition, name in (("a2v", audio, "audio"), ("v2a", video, "video")):
+        if task == needed and condition is None:
             raise InputError(f"task {task!r} needs the {name} input; none was given")
     plan_windows(1, window, overlap)  # checks window and overlap before any work
     text = None
@@ -194,7 +196,20 @@ def generate_long(
     )
     with pipe._use(b.dit):
         out = sample_long(
-            b.dit, latent, text, seed, steps, cfg, sampler, batch_size, window, overlap, progress, cancel, cfg_audio
+            b.dit,
+            latent,
+            text,
+            seed,
+            steps,
+            cfg,
+            sampler,
+            batch_size,
+            window,
+            overlap,
+            progress,
+            cancel,
+            cfg_audio,
+            given=given,
         )
     frames, waveform = decode_long(pipe, out.latent, window, overlap, seam)
     batch = len(out.seeds)
