@@ -13,12 +13,9 @@ from uniform_core.errors import CheckpointError, InputError
 from uniform_core.model import PRESETS, UniFormConfig, UniFormDiT, init_from_opensora, init_from_pixart
 from uniform_core.tasks import TASKS
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-if not SHARED.is_dir():
-    SHARED = Path("/work/shared")
-MANIFESTS = SHARED / "manifests"
-GOLDEN = SHARED / "golden" / "opensora"
-needs_shared = pytest.mark.skipif(not MANIFESTS.is_dir() or not GOLDEN.is_dir(), reason="shared reference data")
+DATA = Path(__file__).parent / "data"  # travels with the tests; a missing file fails them, never skips them
+MANIFESTS = DATA / "manifests"
+GOLDEN = DATA / "golden" / "opensora"
 
 TINY = PRESETS["tiny"]
 SMALL_OPENSORA = UniFormConfig(depth=2, hidden_size=64, num_heads=4, caption_channels=32, model_max_length=8)
@@ -213,7 +210,6 @@ def meta_state(shapes):
     return {k: torch.empty(s, device="meta") for k, s in shapes.items()}
 
 
-@needs_shared
 def test_init_from_opensora_xl_maps_every_key_by_name():
     """On the meta device: the real 4.8 GB checkpoint's keys and shapes, without allocating them."""
     opensora = manifest("opensora_stdit3_xl2.json")["tensors"]
@@ -230,7 +226,6 @@ def test_init_from_opensora_xl_maps_every_key_by_name():
     assert report.reinitialised == {} and set(report.loaded) == set(opensora)
 
 
-@needs_shared
 def test_init_from_opensora_refuses_a_checkpoint_of_another_size():
     opensora = manifest("opensora_stdit3_xl2.json")["tensors"]
     with pytest.raises(CheckpointError, match=r"unexpected keys: .*mis-shaped keys: .*x_embedder"):
@@ -240,7 +235,6 @@ def test_init_from_opensora_refuses_a_checkpoint_of_another_size():
         init_from_opensora(meta_state(opensora), device="meta")
 
 
-@needs_shared
 def test_init_from_opensora_copies_the_values():
     weights = load_file(GOLDEN / "stdit3_small_weights.safetensors")
     model, report = init_from_opensora(weights, SMALL_OPENSORA)
@@ -250,7 +244,6 @@ def test_init_from_opensora_copies_the_values():
     assert all(torch.isfinite(o).all() for o in out)
 
 
-@needs_shared
 def test_init_from_pixart_xl_follows_the_map():
     mapping = manifest("pixart_sigma_to_stdit3_xl2_map.json")["keys"]
     shapes = manifest("opensora_stdit3_xl2.json")["tensors"]
@@ -268,7 +261,6 @@ def test_init_from_pixart_xl_follows_the_map():
     assert model.x_embedder.proj.weight.shape == (1152, 4, 1, 2, 2)
 
 
-@needs_shared
 def test_init_from_pixart_renames_blocks_and_extends_the_null_caption():
     weights = load_file(GOLDEN / "stdit3_small_weights.safetensors")
     pixart = {
