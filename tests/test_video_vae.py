@@ -1,6 +1,12 @@
-"""Video VAE (Open-Sora VAE v1.2): checkpoint layout, reference parity, chunking, loading and input errors."""
+"""Video VAE (Open-Sora VAE v1.2): checkpoint layout, reference parity, chunking, loading and input errors.
+
+Reference values (tests/data/README.md says how each file was made): ``golden/opensora/vae_temporal_small_*`` from
+Open-Sora's ``VAE_Temporal``, and ``golden/opensora/vae_pipeline_small*`` from its whole ``VideoAutoencoderPipeline``
+(2D + temporal VAE, small random weights): sampled encodes after ``torch.manual_seed`` and unclamped decodes.
+"""
 
 import json
+import shutil
 import weakref
 from pathlib import Path
 
@@ -10,15 +16,18 @@ from safetensors.torch import load_file, save_file
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
+from uniform_core import pipeline
 from uniform_core.checkpoint import load_matching, save_component
-from uniform_core.codecs import video_vae as vv
 from uniform_core.codecs.temporal_vae import TemporalVAE
-from uniform_core.codecs.video_vae import PRESETS, VideoVAE, VideoVAEConfig, load_video_vae
+from uniform_core.codecs.video_vae import VideoVAE, load_video_vae
+from uniform_core.codecs.video_vae_config import PRESETS, TEMPORAL_FIELDS, VideoVAEConfig
 from uniform_core.errors import CheckpointError, InputError
 
-SHARED = Path("/work/shared")
-MANIFEST = SHARED / "manifests" / "opensora_vae_v1_2.json"
-GOLDEN = SHARED / "golden" / "opensora"
+DATA = Path(__file__).parent / "data"  # travels with the tests; a missing file fails them, never skips them
+MANIFEST = DATA / "manifests" / "opensora_vae_v1_2.json"
+GOLDEN = DATA / "golden" / "opensora"
+REFERENCE_FOLDER = GOLDEN / "vae_pipeline_small"  # an Open-Sora VAE folder: config.json + model.safetensors
+REFERENCE_CASES = {34: 1234, 26: 7}  # frames of the clip: the seed given to torch.manual_seed before encode
 # config.json of hpcai-tech/OpenSora-VAE-v1.2 (fields as documented in references/opensora-v1.2.md)
 HF_CONFIG = {
     "architectures": ["VideoAutoencoderPipeline"],
@@ -97,6 +106,50 @@ def test_temporal_vae_matches_reference_outputs(frames):
     torch.testing.assert_close(decoded, expected, atol=1e-5, rtol=0)
 
 
+@pytest.fixture(scope="module")
+def reference():
+    """The small Open-Sora pipeline, loaded from its Open-Sora folder, and what the reference computed with it."""
+    return load_video_vae(REFERENCE_FOLDER), load_file(GOLDEN / "vae_pipeline_small_io.safetensors")
+
+
+@pytest.mark.parametrize("frames", REFERENCE_CASES)
+def test_sampled_encode_draws_the_reference_noise(reference, frames):
+    """A seed gives Open-Sora's sampled latents, on 2 x 34 frames (two chunks; 2D micro-batches across the batch
+    items) and 26 (a short last chunk): every 2D micro-batch's noise first, then each chunk's temporal noise."""
+    model, io = reference
+    seed = REFERENCE_CASES[frames]
+    x, expected = io[f"x{frames}"].float(), io[f"z{frames}_seed{seed}"]
+    with torch.no_grad():
+        seeded = model.encode(x, generator=torch.Generator().manual_seed(seed))
+        torch.manual_seed(seed)
+        global_rng = model.encode(x)
+        mean = model.encode(x, deterministic=True)
+    torch.testing.assert_close(seeded, expected, atol=1e-5, rtol=0)
+    torch.testing.assert_close(global_rng, expected, atol=1e-5, rtol=0)
+    assert (seeded - mean).abs().max() > 0.01  # the noise is there, so its order is what is being checked
+
+
+@pytest.mark.parametrize("frames", REFERENCE_CASES)
+def test_decode_is_the_reference_output_overshoot_kept(reference, frames):
+    model, io = reference
+    z, expected = io[f"z{frames}_seed{REFERENCE_CASES[frames]}"], io[f"dec{frames}"]
+    with torch.no_grad():
+        decoded = model.decode(z, frames)
+    assert expected.abs().max() > 2  # this decoder overshoots [-1, 1] a lot
+    torch.testing.assert_close(decoded, expected, atol=2e-5, rtol=0)
+
+
+def test_pixels_are_clamped_once_where_they_become_frames(reference):
+    """``pipeline.decode_video`` turns the unclamped decode into IMAGE frames in [0, 1]: clamp, then map."""
+    model, io = reference
+    z = io["z34_seed1234"]
+    latent = pipeline.make_task_latent("t2av", duration=2, height=16, width=16)
+    frames, fps = pipeline.decode_video(model, latent.with_latents(z, latent.audio.expand(2, -1, -1, -1)))
+    expected = ((io["dec34"].clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 4, 1)
+    assert fps == 17 and frames.shape == expected.shape
+    torch.testing.assert_close(frames, expected, atol=1e-5, rtol=0)
+
+
 def test_latent_frames_follow_the_17_frame_chunks(tiny):
     # table of references/opensora-v1.2.md section 4 (mfs=17)
     for frames, latent in {1: 1, 17: 5, 51: 15, 60: 18, 68: 20, 102: 30}.items():
@@ -114,8 +167,7 @@ def test_tiny_encode_decode_shapes(tiny, seconds):
         z = tiny.encode(clip(frames), deterministic=True)
         assert z.shape == (1, 4, 5 * seconds, 8, 8)
         video = tiny.decode(z, frames)
-    assert video.shape == (1, 3, frames, 64, 64)
-    assert video.min() >= -1 and video.max() <= 1
+    assert video.shape == (1, 3, frames, 64, 64) and torch.isfinite(video).all()
 
 
 def test_batch_and_partial_chunk(tiny):
@@ -204,7 +256,7 @@ class LiveTensorBytes(TorchDispatchMode):
 
 
 def test_working_memory_does_not_grow_with_clip_length(tiny):
-    """Peak memory minus the output is the same for 1 s and 2 s clips, in both directions."""
+    """Peak memory minus the output is the same for 1 s and 2 s clips, but for the 2D latents encode holds."""
     beyond = {}
     for seconds in (1, 2):
         frames = clip(17 * seconds, size=16)
@@ -216,8 +268,9 @@ def test_working_memory_does_not_grow_with_clip_length(tiny):
             beyond[name, seconds] = memory.peak - out.numel() * out.element_size()
             assert beyond[name, seconds] > 0
     extra_output = clip(17, size=16).numel() * 4  # what 1 s more of decoded frames takes
-    for name in ("encode", "decode"):
-        assert abs(beyond[name, 2] - beyond[name, 1]) < 0.05 * extra_output
+    extra_2d_latents = extra_output // 48  # encode holds the clip's 2D latents (4 channels at 1/8 size, not 3 at 1)
+    assert abs(beyond["decode", 2] - beyond["decode", 1]) < 0.05 * extra_output
+    assert abs(beyond["encode", 2] - beyond["encode", 1] - extra_2d_latents) < 0.05 * extra_output
 
 
 def test_micro_batch_size_does_not_change_the_result(tiny):
@@ -276,7 +329,7 @@ def test_save_load_round_trip(tiny, tmp_path):
 
 def test_load_opensora_style_folder(tiny, tmp_path):
     tiny.spatial_vae.module.save_config(tmp_path / "vae")  # a diffusers AutoencoderKL folder's config.json
-    temporal = {"type": "VAE_Temporal", **{k: getattr(tiny.config, k) for k in vv.TEMPORAL_FIELDS}}
+    temporal = {"type": "VAE_Temporal", **{k: getattr(tiny.config, k) for k in TEMPORAL_FIELDS}}
     config = {**HF_CONFIG, "vae_2d": {**HF_CONFIG["vae_2d"], "from_pretrained": ".", "subfolder": "vae"}}
     config |= {"vae_temporal": temporal, "shift": list(tiny.config.shift), "scale": list(tiny.config.scale)}
     (tmp_path / "config.json").write_text(json.dumps(config))
@@ -293,11 +346,21 @@ def test_load_opensora_style_folder(tiny, tmp_path):
 def test_bare_opensora_file_is_matched_exactly(tiny, tmp_path, monkeypatch):
     bare = tmp_path / "opensora_vae.safetensors"
     save_file({k: v.contiguous() for k, v in tiny.state_dict().items()}, bare)
-    with pytest.raises(CheckpointError, match="mis-shaped keys"):
+    with pytest.raises(CheckpointError, match="mis-shaped keys") as error:
         load_video_vae(bare)  # tiny weights do not fit the real v1.2 config
+    assert "read as the 'opensora-v1.2' preset" in str(error.value)
+    assert "config.json beside the file" in str(error.value)
     monkeypatch.setitem(PRESETS, "opensora-v1.2", tiny.config)
     loaded = load_video_vae(bare)
     assert all(torch.equal(v, tiny.state_dict()[k]) for k, v in loaded.state_dict().items())
+
+
+def test_a_config_json_beside_a_bare_file_gives_its_config(reference, tmp_path):
+    shutil.copytree(REFERENCE_FOLDER, tmp_path, dirs_exist_ok=True)
+    bare = (tmp_path / "model.safetensors").rename(tmp_path / "opensora_vae_small.safetensors")
+    loaded = load_video_vae(bare)
+    assert loaded.config == reference[0].config and loaded.config.filters == 4
+    assert all(torch.equal(v, reference[0].state_dict()[k]) for k, v in loaded.state_dict().items())
 
 
 def test_bad_files_say_what_was_expected(tiny, tmp_path):
