@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
+from uniform_core import pipeline
 from uniform_core.codecs.audio import (
     AUDIO_VAE_PRESETS,
     VOCODER_PRESETS,
@@ -23,7 +24,10 @@ from uniform_core.codecs.audio import (
 )
 from uniform_core.errors import CheckpointError, InputError
 
-MANIFESTS = Path("/work/shared/manifests")
+MANIFESTS = Path(__file__).parent / "data" / "manifests"
+AUDIOLDM_FBANK = Path(__file__).parent / "data" / "golden" / "audioldm" / "fbank.safetensors"  # see test_mel.py
+AUDIOLDM_CASES = {"short_256": ("short", 256), "long_10s_1024": ("long_10s", 1024)}  # case: (clip, frames)
+AUDIOLDM_CASES |= {"short_22k_200": ("short_22k", 200), "long_200": ("long", 200)}
 
 
 def _manifest(name):
@@ -126,6 +130,53 @@ def test_encode_is_invariant_to_level_and_offset(codec):
 def test_bad_waveforms_raise_input_error(codec, bad, match):
     with pytest.raises(InputError, match=match):
         codec.encode(bad)
+
+
+def test_bad_frame_counts_raise_input_error(codec):
+    for bad in (0, 6, 2.0, True):
+        with pytest.raises(InputError, match="multiple of 4 mel frames"):
+            codec.encode(_wave(1), num_frames=bad)
+
+
+class VAEInput:
+    """Records the mel the audio VAE's encoder is given, ``(B, T, 64)``."""
+
+    def __init__(self, codec):
+        self.seen = []
+        self.hook = codec.vae.model.encoder.register_forward_pre_hook(lambda m, a: self.seen.append(a[0][:, 0]))
+
+    def __enter__(self):
+        return self.seen
+
+    def __exit__(self, *exc):
+        self.hook.remove()
+
+
+def _reference_case(name):
+    """A clip of the AudioLDM reference file (PCM16 / 32768 at its own rate) and the fbank AudioLDM made of it."""
+    data = load_file(AUDIOLDM_FBANK)
+    clip, frames = AUDIOLDM_CASES[name]
+    waveform = data[f"pcm16/{clip}"].float().unsqueeze(0) / 32768
+    return waveform, int(data[f"sample_rate/{clip}"]), frames, data[f"fbank/{name}"]
+
+
+@pytest.mark.parametrize("name", ["short_256", "long_10s_1024"])
+def test_the_vae_sees_audioldm_s_fbank(codec, name):
+    waveform, _, frames, expected = _reference_case(name)
+    with VAEInput(codec) as seen:
+        z = codec.encode(waveform, deterministic=True, num_frames=frames)
+    assert z.shape == (1, 8, frames // 4, 16)
+    torch.testing.assert_close(seen[0][0].exp(), expected.exp(), atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("name", ["short_22k_200", "long_200"])
+def test_pipeline_encode_audio_gives_the_vae_audioldm_s_fbank(codec, name):
+    """Through the pipeline's conforming (resampled, 2 s): the mel is still AudioLDM's, the returned sound is cut."""
+    waveform, rate, frames, expected = _reference_case(name)
+    with VAEInput(codec) as seen:
+        encoded = pipeline.encode_audio(codec, waveform, rate, duration=2)
+    assert encoded.latent.shape == (1, 8, 50, 16) and encoded.waveform.shape == (32000,)
+    torch.testing.assert_close(seen[0][0].exp(), expected.exp(), atol=1e-4, rtol=0)
 
 
 @pytest.mark.parametrize(

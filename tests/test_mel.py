@@ -1,11 +1,18 @@
-"""AudioLDM mel front end: parity with librosa's filters + STFT, frame count, levelling, and input errors."""
+"""AudioLDM mel front end: parity with librosa's filters + STFT and with AudioLDM's own ``wav_to_fbank`` (short,
+exact and long files, a 10.24 s target), frame count, levelling order, and input errors."""
+
+import ast
+from pathlib import Path
 
 import librosa
 import numpy as np
 import pytest
 import torch
+from safetensors import safe_open
+from safetensors.torch import load_file
 
-from uniform_core.codecs.mel import MelFrontEnd, normalize_waveform, slaney_mel_filterbank
+from uniform_core import media
+from uniform_core.codecs.mel import MelFrontEnd, audioldm_waveform, normalize_waveform, slaney_mel_filterbank
 from uniform_core.errors import InputError
 
 
@@ -87,3 +94,59 @@ def test_bad_waveforms_raise_input_error(front, bad, match):
 
 def test_nothing_is_saved():
     assert MelFrontEnd().state_dict() == {}
+
+
+# ---- AudioLDM's wav_to_fbank, against values computed with its own code (tests/data/README.md) -------------------
+
+REFERENCE = Path(__file__).parent / "data" / "golden" / "audioldm" / "fbank.safetensors"
+REFERENCE_CASES = {  # case: (clip, AudioLDM target_length in frames)
+    "short_256": ("short", 256),  # 1.5 s padded to 2.56 s
+    "exact_256": ("exact", 256),
+    "long_256": ("long", 256),  # 3.7 s, its loudest part after 2.56 s
+    "long_10s_1024": ("long_10s", 1024),  # AudioLDM's own 10.24 s target, on a 10.6 s file
+    "long_200": ("long", 200),
+    "short_22k_200": ("short_22k", 200),  # 22.05 kHz, resampled first
+}
+
+
+@pytest.fixture(scope="module")
+def reference():
+    return load_file(REFERENCE)
+
+
+def reference_waveform(reference, clip: str) -> torch.Tensor:
+    """The clip as AudioLDM's ``read_wav_file`` has it after loading: PCM16 / 32768, resampled to 16 kHz."""
+    waveform = reference[f"pcm16/{clip}"].float().unsqueeze(0) / 32768
+    return media.resample_audio(waveform, int(reference[f"sample_rate/{clip}"]), 16000)
+
+
+def test_reference_file_holds_these_cases():
+    with safe_open(REFERENCE, "pt") as f:
+        assert ast.literal_eval(f.metadata()["cases"]) == REFERENCE_CASES
+
+
+@pytest.mark.parametrize("case", REFERENCE_CASES)
+def test_fbank_is_audioldm_wav_to_fbank(front, reference, case):
+    clip, frames = REFERENCE_CASES[case]
+    ours = front.fbank(reference_waveform(reference, clip), frames)
+    expected = reference[f"fbank/{case}"]
+    assert ours.shape == (1, frames, 64)
+    torch.testing.assert_close(ours[0].exp(), expected.exp(), atol=1e-4, rtol=0)  # linear mel
+
+
+def test_levelling_happens_before_padding_and_long_files_stay_whole():
+    """AudioLDM levels the whole file, then pads with true silence; a long file is not cut (its peak counts)."""
+    wav = torch.cat([torch.full((1, 1000), 0.2), torch.full((1, 1000), 0.6)], dim=1)  # DC offset, loud tail
+    short = audioldm_waveform(wav[:, :1000] + torch.linspace(0, 0.1, 1000), 3000)
+    assert short.shape == (1, 3000) and torch.equal(short[:, 1000:], torch.zeros(1, 2000))
+    assert torch.allclose(short[:, :1000].mean(), torch.tensor(0.0), atol=1e-6)
+    long = audioldm_waveform(wav, 1000)
+    assert long.shape == (1, 2000)  # kept whole: the reference's crop slices the channel axis
+    torch.testing.assert_close(long, normalize_waveform(wav) / normalize_waveform(wav).abs().max() * 0.5)
+    assert torch.equal(audioldm_waveform(torch.zeros(2, 500), 800), torch.zeros(2, 800))  # silence stays silence
+
+
+def test_fbank_rejects_bad_frame_counts(front):
+    for bad in (0, 2.5, True):
+        with pytest.raises(InputError, match="num_frames"):
+            front.fbank(torch.zeros(1, 1600), bad)

@@ -164,7 +164,8 @@ def encode_audio(
     audio_codec: AudioCodec, waveform: torch.Tensor, sample_rate: int, duration: int | None = None
 ) -> AudioLatent:
     """Conform ``waveform`` ((C, N) float at ``sample_rate``) to mono 16 kHz and whole seconds, then encode it with
-    the posterior mean."""
+    the posterior mean. The VAE sees AudioLDM's mel of the whole mono 16 kHz sound (levelled over all of it, then
+    padded or its spectrogram cut to ``duration``); the returned waveform is the trimmed or padded one."""
     if not isinstance(waveform, torch.Tensor) or waveform.dim() not in (1, 2):
         raise InputError(f"waveform must be a (channels, samples) tensor; got {_describe(waveform)}")
     waveform = waveform if waveform.dim() == 2 else waveform.unsqueeze(0)
@@ -172,9 +173,10 @@ def encode_audio(
         duration = max(1, min(16, int(waveform.shape[-1] / float(sample_rate))))
     seconds = check_duration(duration)
     mono, notes = media.conform_audio(waveform, sample_rate, SAMPLE_RATE, seconds * SAMPLE_RATE)
-    device = _device_of(audio_codec)
-    latent = audio_codec.encode(mono.unsqueeze(0).to(device), deterministic=True).float()
-    return AudioLatent(latent=latent, waveform=mono, notes=notes)
+    whole = media.resample_audio(media.to_mono(waveform), sample_rate, SAMPLE_RATE)  # (1, N'), not yet cut
+    num_frames = round(seconds * audio_codec.mel.config.frames_per_second)
+    latent = audio_codec.encode(whole.to(_device_of(audio_codec)), deterministic=True, num_frames=num_frames)
+    return AudioLatent(latent=latent.float(), waveform=mono, notes=notes)
 
 
 def make_task_latent(

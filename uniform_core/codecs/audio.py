@@ -21,7 +21,7 @@ from torch import nn
 from ..checkpoint import load_matching, load_state_dict_file, read_component_config, read_metadata, save_component
 from ..empty_init import empty_init
 from ..errors import CheckpointError, InputError
-from .mel import MelConfig, MelFrontEnd, check_waveform, normalize_waveform
+from .mel import MelConfig, MelFrontEnd, check_waveform
 
 if TYPE_CHECKING:
     from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
@@ -277,23 +277,35 @@ class AudioCodec(nn.Module):
 
     @torch.no_grad()
     def encode(
-        self, waveform: torch.Tensor, deterministic: bool = False, generator: torch.Generator | None = None
+        self,
+        waveform: torch.Tensor,
+        deterministic: bool = False,
+        generator: torch.Generator | None = None,
+        num_frames: int | None = None,
     ) -> torch.Tensor:
-        """``waveform``: ``(B, N)`` mono float at 16 kHz, N a multiple of 640. Returns ``z`` ``(B, 8, N / 640, 16)``.
+        """``waveform``: ``(B, N)`` mono float at 16 kHz. Returns ``z`` ``(B, 8, num_frames / 4, 16)``.
 
-        The waveform is levelled as AudioLDM does (mean removed, peak 0.5). ``deterministic`` takes the posterior
-        mean instead of a sample; ``generator`` seeds the sample. ``z`` is multiplied by the checkpoint's
-        ``scaling_factor`` (unit variance for the diffusion model). Float32 on the codec's device.
+        The VAE sees AudioLDM's ``wav_to_fbank`` of the waveform (:meth:`MelFrontEnd.fbank`): levelled over its
+        whole length (mean removed, peak 0.5), padded with silence or its spectrogram cut to ``num_frames`` mel
+        frames (AudioLDM's ``target_length``, a multiple of 4; 1024 = 10.24 s). Without ``num_frames``, N must be a
+        multiple of 640 and ``num_frames = N / 160``. ``deterministic`` takes the posterior mean instead of a
+        sample; ``generator`` seeds the sample. ``z`` is multiplied by the checkpoint's ``scaling_factor`` (unit
+        variance for the diffusion model). Float32 on the codec's device.
         """
-        step = self.samples_per_latent_step
-        check_waveform(waveform, "waveform", min_samples=step)
-        if waveform.shape[1] % step:
-            raise InputError(
-                f"waveform length must be a multiple of {step} samples ({step / self.sample_rate * 1000:g} ms, one "
-                f"audio latent step at {self.sample_rate} Hz); got {waveform.shape[1]} samples"
-            )
+        step, d = self.samples_per_latent_step, self.vae.config.downsample
+        check_waveform(waveform, "waveform", min_samples=step if num_frames is None else 1)
+        if num_frames is None:
+            if waveform.shape[1] % step:
+                raise InputError(
+                    f"waveform length must be a multiple of {step} samples ({step / self.sample_rate * 1000:g} ms, "
+                    f"one audio latent step at {self.sample_rate} Hz), or num_frames given; got "
+                    f"{waveform.shape[1]} samples"
+                )
+            num_frames = waveform.shape[1] // self.mel.config.hop_length
+        elif isinstance(num_frames, bool) or not isinstance(num_frames, int) or num_frames < 1 or num_frames % d:
+            raise InputError(f"num_frames must be a positive multiple of {d} mel frames; got {num_frames!r}")
         param = next(self.vae.parameters())
-        mel = self.mel(normalize_waveform(waveform.to(param.device, torch.float32)))
+        mel = self.mel.fbank(waveform.to(param.device), num_frames)
         posterior = self.vae.encode(mel.to(param.dtype))
         z = posterior.mode() if deterministic else posterior.sample(generator)
         return (z * self.scaling_factor).float()

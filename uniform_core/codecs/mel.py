@@ -1,8 +1,10 @@
 """AudioLDM's mel front end: the log-mel spectrogram its VAE was trained on.
 
-Matches ``audioldm/audio/stft.py::TacotronSTFT(1024, 160, 1024, 64, 16000, 0, 8000)`` and ``read_wav_file``'s
-normalisation, so latents of real AudioLDM checkpoints are what their authors' code gives. The Slaney mel filters are
-computed here (same numbers as ``librosa.filters.mel``) so librosa is not a run-time dependency.
+Matches ``audioldm/audio/stft.py::TacotronSTFT(1024, 160, 1024, 64, 16000, 0, 8000)``, and
+:meth:`MelFrontEnd.fbank` is ``audioldm/audio/tools.py::wav_to_fbank`` after the file is read (levelling, padding,
+spectrogram crop, in the reference's order), so latents of real AudioLDM checkpoints are what their authors' code
+gives. The Slaney mel filters are computed here (same numbers as ``librosa.filters.mel``) so librosa is not a
+run-time dependency.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import math
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..errors import InputError
@@ -116,6 +119,23 @@ class MelFrontEnd(nn.Module):
         mel = torch.matmul(self.mel_basis.float(), spec[..., : waveform.shape[-1] // c.hop_length])
         return torch.log(torch.clamp(mel, min=c.log_floor)).transpose(1, 2)
 
+    def fbank(self, waveform: torch.Tensor, num_frames: int) -> torch.Tensor:
+        """AudioLDM's ``wav_to_fbank``: ``waveform`` ``(B, N)`` mono at ``sample_rate``, any length and level ->
+        ``(B, num_frames, n_mels)`` log-mel (``target_length``; 1024 frames = 10.24 s).
+
+        Each row is levelled over its whole length, padded with silence to ``num_frames`` hops
+        (:func:`audioldm_waveform`), and its spectrogram is cut to ``num_frames``: a long file is never cut as a
+        waveform, so its level comes from all of it and its last frames see the sound that follows. Only the
+        samples those frames reach go into the STFT (the result is the same).
+        """
+        c = self.config
+        check_waveform(waveform, "waveform")
+        if isinstance(num_frames, bool) or not isinstance(num_frames, int) or num_frames < 1:
+            raise InputError(f"num_frames (mel frames, 100 per second) must be a positive integer; got {num_frames!r}")
+        levelled = audioldm_waveform(waveform.float(), num_frames * c.hop_length)
+        reach = num_frames * c.hop_length + c.n_fft // 2  # past the last sample of frame num_frames - 1's window
+        return self(levelled[:, :reach])[:, :num_frames]
+
 
 def normalize_waveform(waveform: torch.Tensor) -> torch.Tensor:
     """AudioLDM's ``read_wav_file`` level: remove each row's mean, then scale its peak to 0.5. ``(B, N) -> (B, N)``.
@@ -126,6 +146,20 @@ def normalize_waveform(waveform: torch.Tensor) -> torch.Tensor:
     centred = waveform - waveform.mean(dim=-1, keepdim=True)
     peak = centred.abs().amax(dim=-1, keepdim=True)
     return centred / (peak + 1e-8) * 0.5
+
+
+def audioldm_waveform(waveform: torch.Tensor, num_samples: int) -> torch.Tensor:
+    """AudioLDM's ``read_wav_file`` after loading: ``(B, N)`` -> ``(B, max(N, num_samples))``.
+
+    As its code runs: each row is levelled (:func:`normalize_waveform`), padded with silence to ``num_samples``,
+    then its peak is set to 0.5 again. A longer row is kept whole: the reference's ``pad_wav`` crops with
+    ``waveform[:segment_length]`` on a ``(1, N)`` array, which slices the channel axis, not time. Silence stays
+    silence (the reference divides 0 by 0 there). The reference then clips to [-1, 1], a no-op at peak 0.5.
+    """
+    levelled = normalize_waveform(waveform)
+    padded = F.pad(levelled, (0, max(0, num_samples - levelled.shape[-1])))
+    peak = padded.abs().amax(dim=-1, keepdim=True)
+    return torch.where(peak > 0, padded / peak, padded) * 0.5
 
 
 def check_waveform(waveform: object, name: str, min_samples: int = 1) -> None:
