@@ -2,7 +2,7 @@
 whether guiding on the conditioning modality helps A2V/V2A sync. Writes <out>/long_clips.json (the README's
 "Long clips" numbers come from it).
 
-    python scripts/long_clips_report.py --out /tmp/long --parts seams f1 memory modality --steps 10 --clips 4
+    python scripts/long_clips_report.py --out runs/long-clips --parts seams f1 memory modality --steps 10 --clips 4
 """
 
 from __future__ import annotations
