@@ -358,6 +358,16 @@ def test_sampler_is_seeded_and_keeps_the_condition(nodes, parts, clip):
     assert torch.equal(a.audio, audio_latent.latent)
 
 
+def test_nodes_load_and_sample_under_inference_mode(pack, models_dir):
+    """ComfyUI runs every node inside torch.inference_mode(), so the weights are inference tensors there."""
+    nodes = {name: cls() for name, cls in pack.NODE_CLASS_MAPPINGS.items()}
+    with torch.inference_mode():
+        dit, _, _, text_encoder = nodes["UniFormLoadBundle"].run(bundle="tiny", precision="fp32", offload="auto")
+        (text,) = nodes["UniFormTextEncode"].run(text_encoder=text_encoder, prompt="a red ball", negative_prompt="")
+        latent = sample(nodes, (dit,), t2av_latent(nodes), text=text)
+    assert torch.isfinite(latent.video).all() and torch.isfinite(latent.audio).all()
+
+
 def test_t2av_without_text_is_refused(nodes, parts):
     with pytest.raises(InputError, match=r"^UniForm Sampler: task 't2av' needs the text input"):
         sample(nodes, parts, t2av_latent(nodes), text=None)

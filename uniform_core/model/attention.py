@@ -53,7 +53,10 @@ class RotaryEmbedding(nn.Module):
 
     def tables(self, n: int, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
         """cos and sin, (n, D) each, for positions 0..n-1 (angles computed in float32)."""
-        key = (n, device, dtype, self.freqs.data_ptr(), self.freqs._version)  # a reloaded freqs misses the cache
+        # a reloaded freqs misses the cache; inference tensors (ComfyUI loads and runs under inference_mode) keep no
+        # version counter, and cannot be changed in place outside inference mode
+        version = 0 if self.freqs.is_inference() else self.freqs._version
+        key = (n, device, dtype, self.freqs.data_ptr(), version)
         return self._tables.get(key, lambda: self._compute_tables(n, device, dtype))
 
     def _compute_tables(self, n, device, dtype):
