@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from .atomic import fsync_dir, write_bytes, write_text
 from .codecs.audio import AudioCodec, AudioVAE, Vocoder, load_audio_codec
 from .codecs.text import TextEncoder, load_text_encoder
 from .codecs.video_vae import VideoVAE, load_video_vae
@@ -103,18 +105,53 @@ def load_bundle(path: str | os.PathLike | None = None, device: str | torch.devic
     return bundle
 
 
-def save_bundle(bundle: Bundle, path: str | os.PathLike) -> Path:
-    """Write ``bundle`` as a bundle folder (created if needed)."""
+def save_bundle(bundle: Bundle, path: str | os.PathLike, extra: dict[str, str] | None = None) -> Path:
+    """Write ``bundle`` as a bundle folder, plus ``extra`` text files (name -> text), whole or not at all.
+
+    The files are written into a hidden sibling folder that is then renamed to ``path``; a bundle already there is
+    replaced, and the other files it held (a model card) are carried over into the new one. Any other non-empty
+    folder at ``path`` is refused (InputError), never replaced.
+    """
     folder = Path(path)
-    folder.mkdir(parents=True, exist_ok=True)
-    bundle.dit.save(folder / COMPONENT_FILES["dit"])
-    bundle.video_vae.save(folder / COMPONENT_FILES["video_vae"])
-    bundle.audio_codec.vae.save(folder / COMPONENT_FILES["audio_vae"])
-    bundle.audio_codec.vocoder.save(folder / COMPONENT_FILES["vocoder"])
-    bundle.text_encoder.save(folder / COMPONENT_FILES["text_encoder"])
-    info = {"name": bundle.name, "height": bundle.height, "width": bundle.width, "duration": bundle.duration}
-    info |= {"sampler": bundle.sampler, "cfg": bundle.cfg}
-    (folder / "bundle.json").write_text(json.dumps(info, indent=1) + "\n")
+    if folder.is_dir() and any(folder.iterdir()):
+        subfolders = [p.name for p in folder.iterdir() if p.is_dir()]
+        if subfolders or not (folder / COMPONENT_FILES["dit"]).is_file():
+            raise InputError(
+                f"bundle folder {str(folder)!r} exists and is not a bundle folder (it holds "
+                f"{'folders ' + ', '.join(sorted(subfolders)) if subfolders else 'no ' + COMPONENT_FILES['dit']}); "
+                "save into a new or empty folder"
+            )
+    partial = folder.with_name(f".{folder.name}.partial")
+    if partial.exists():
+        shutil.rmtree(partial)  # left by a killed save
+    partial.mkdir(parents=True)
+    try:
+        bundle.dit.save(partial / COMPONENT_FILES["dit"])
+        bundle.video_vae.save(partial / COMPONENT_FILES["video_vae"])
+        bundle.audio_codec.vae.save(partial / COMPONENT_FILES["audio_vae"])
+        bundle.audio_codec.vocoder.save(partial / COMPONENT_FILES["vocoder"])
+        bundle.text_encoder.save(partial / COMPONENT_FILES["text_encoder"])
+        info = {"name": bundle.name, "height": bundle.height, "width": bundle.width, "duration": bundle.duration}
+        info |= {"sampler": bundle.sampler, "cfg": bundle.cfg}
+        write_text(partial / "bundle.json", json.dumps(info, indent=1) + "\n")
+        for name, text in (extra or {}).items():
+            write_text(partial / name, text)
+    except BaseException:
+        shutil.rmtree(partial)
+        raise
+    if folder.is_dir():
+        for old in folder.iterdir():
+            if old.is_file() and not (partial / old.name).exists():
+                write_bytes(partial / old.name, old.read_bytes())
+        replaced = folder.with_name(f".{folder.name}.old")
+        if replaced.exists():
+            shutil.rmtree(replaced)
+        folder.rename(replaced)
+        partial.rename(folder)
+        shutil.rmtree(replaced)
+    else:
+        partial.rename(folder)
+    fsync_dir(folder.parent)
     return folder
 
 

@@ -14,23 +14,30 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 
+from .atomic import atomic_path
 from .errors import CheckpointError
 
 PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
 
 
 def save_component(module: torch.nn.Module, path: str | os.PathLike, kind: str, config: dict) -> None:
-    """Write ``module``'s state dict with ``kind`` and ``config`` in the file's metadata."""
-    state = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
+    """Write ``module``'s state dict with ``kind`` and ``config`` in the file's metadata (atomically)."""
+    metadata = {"uniform_component": kind, "config": json.dumps(config, sort_keys=True)}
+    save_tensors(path, module.state_dict(), metadata)
+
+
+def save_tensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> Path:
+    """Write ``tensors`` (copied to the CPU) and string ``metadata`` as one safetensors file, whole or not at all."""
+    state = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
     # tied weights (T5's shared / encoder.embed_tokens) are written once per key: safetensors refuses shared memory
     seen: set[int] = set()
     for k, v in state.items():
         if v.numel() and v.untyped_storage().data_ptr() in seen:
             state[k] = v.clone()
         seen.add(v.untyped_storage().data_ptr())
-    metadata = {"uniform_component": kind, "config": json.dumps(config, sort_keys=True)}
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    save_file(state, str(path), metadata=metadata)
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp), metadata=metadata)
+    return Path(path)
 
 
 def read_metadata(path: str | os.PathLike) -> dict[str, str]:

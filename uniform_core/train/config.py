@@ -115,6 +115,11 @@ class TrainConfig:
             raise InputError(f"dit.high_noise_weight must be >= 1 or null; got {d.high_noise_weight!r}")
         if d.steps < 0 or d.batch_size < 1 or d.warmup_steps < 0:
             raise InputError(f"dit: steps, warmup_steps must be >= 0 and batch_size >= 1; got {d}")
+        if d.checkpoint_every < 1 or d.keep_checkpoints < 1 or d.log_every < 1:
+            raise InputError(
+                f"dit: checkpoint_every, keep_checkpoints and log_every must be >= 1; got {d.checkpoint_every}, "
+                f"{d.keep_checkpoints}, {d.log_every}"
+            )
         if self.data.num_clips < 1 or self.data.first_seed < 0:
             raise InputError(f"data.num_clips must be >= 1 and first_seed >= 0; got {self.data}")
         if self.data.first_seed + self.data.num_clips > HELDOUT_FIRST_SEED:

@@ -17,8 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
+from ..checkpoint import read_metadata, save_tensors
 from ..codecs.audio import AudioCodec
 from ..codecs.text import TextEncoder
 from ..codecs.video_vae import VideoVAE
@@ -58,6 +59,7 @@ class LatentCache:
         }
 
     def save(self, path: str | os.PathLike) -> None:
+        """Write the cache to ``path`` atomically."""
         tensors = {
             "video": self.video.contiguous(),
             "audio": self.audio.contiguous(),
@@ -66,13 +68,10 @@ class LatentCache:
             "seeds": self.seeds.contiguous(),
         }
         meta = {"kind": CACHE_KIND, "fingerprint": self.fingerprint, "captions": json.dumps(self.captions)}
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        save_file(tensors, str(path), metadata=meta)
+        save_tensors(path, tensors, meta)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> LatentCache:
-        from ..checkpoint import read_metadata
-
         meta = read_metadata(path)
         if meta.get("kind") != CACHE_KIND:
             raise CheckpointError(f"{path} is not a UniForm latent cache (metadata kind {meta.get('kind')!r})")

@@ -10,12 +10,15 @@ from pathlib import Path
 from accelerate import Accelerator
 from tqdm.auto import tqdm
 
+from ..atomic import write_text
+
 
 class LossLog:
     """Appends ``{"stage", "step", "loss", ..., "time_s"}`` lines to ``path`` (``train_log.jsonl``).
 
     ``time_s`` counts seconds since the log was opened; on resume, lines past the resumed step are dropped first,
-    so the file always reads as one run.
+    so the file always reads as one run. A line is appended with one write; a last line cut by a kill is dropped on
+    resume too.
     """
 
     def __init__(self, path: str | os.PathLike, accelerator: Accelerator):
@@ -30,8 +33,11 @@ class LossLog:
         interrupted run that is being redone."""
         if not self.enabled or not self.path.is_file():
             return
-        kept = [line for line in self.path.read_text().splitlines() if not _after(line, stage, step)]
-        self.path.write_text("".join(line + "\n" for line in kept))
+        lines = self.path.read_text().splitlines()
+        if lines and not _parses(lines[-1]):
+            lines.pop()
+        kept = [line for line in lines if not _after(line, stage, step)]
+        write_text(self.path, "".join(line + "\n" for line in kept))
 
     def write(self, **values) -> None:
         if not self.enabled:
@@ -39,6 +45,7 @@ class LossLog:
         values["time_s"] = round(time.monotonic() - self.start, 2)
         with self.path.open("a") as f:
             f.write(json.dumps(values) + "\n")
+            f.flush()
 
 
 def read_log(path: str | os.PathLike, stage: str | None = None) -> list[dict]:
@@ -52,6 +59,14 @@ def progress_bar(accelerator: Accelerator, total: int, desc: str, initial: int =
     return tqdm(
         total=total, initial=initial, desc=desc, unit="step", disable=not accelerator.is_local_main_process, leave=True
     )
+
+
+def _parses(line: str) -> bool:
+    try:
+        json.loads(line)
+    except json.JSONDecodeError:
+        return False
+    return True
 
 
 def _after(line: str, stage: str, step: int) -> bool:

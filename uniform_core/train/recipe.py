@@ -6,8 +6,11 @@ A run folder holds everything a run makes, so an interrupted run continues where
     train_log.jsonl      every stage's losses
     codecs/              video_vae / audio_vae / vocoder / text_encoder .safetensors (a finished stage is kept)
     latents.safetensors  the latent + text-embedding cache of the training clips
-    checkpoints/step_*/  DiT checkpoints (accelerate state: model, EMA, optimizer, LR schedule, RNG; the step)
+    checkpoints/step_*/  DiT checkpoints (model, EMA, optimizer, LR schedule, RNG states: safetensors + JSON)
     bundle/              the result: a bundle folder that ``load_bundle`` / ``--bundle`` / the nodes read
+
+Every file of it is written atomically (``uniform_core.atomic``), and a resumed run checks the checkpoint and the
+files it will reuse before it writes anything, so a refused ``--resume`` leaves the run folder as it was.
 
 The text encoder is not trained: like FLAN-T5 in the paper it stays frozen, here at its seeded random
 initialisation, which still gives each caption a distinct, deterministic embedding for the DiT to learn from.
@@ -24,7 +27,9 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator, DistributedDataParallelKwargs
 
+from ..atomic import write_text
 from ..bundle import Bundle, save_bundle
+from ..checkpoint import read_metadata
 from ..codecs.audio import AudioCodec, load_audio_vae, load_vocoder
 from ..codecs.text import TextEncoder, load_text_encoder
 from ..codecs.video_vae import load_video_vae
@@ -33,7 +38,8 @@ from .codec_training import ClipPool, train_audio_vae, train_video_vae, train_vo
 from .config import TrainConfig
 from .latent_cache import LatentCache, load_or_build
 from .log import LossLog
-from .trainer import STATE_FILE, DiTTrainer, latest_checkpoint
+from .step_folders import STEP_NAME, newest_complete
+from .trainer import DiTTrainer, check_resumable
 
 logger = logging.getLogger(__name__)
 
@@ -54,20 +60,46 @@ def make_accelerator(mixed_precision: str = "no", cpu: bool | None = None) -> Ac
 
 
 def resolve_run(config: TrainConfig, out_dir: str | os.PathLike | None, resume: str | os.PathLike | None):
-    """(run folder, checkpoint to resume from or None). ``resume`` is a run folder or one of its checkpoints."""
+    """(run folder, checkpoint to resume from or None). ``resume`` is a run folder (its newest complete checkpoint
+    is taken; newer broken ones are logged as skipped) or one of its ``step_*`` checkpoints (checked: a broken one is
+    a CheckpointError naming it). Writes nothing."""
     if resume is not None:
         resume = Path(resume)
-        if (resume / STATE_FILE).is_file():
+        if STEP_NAME.fullmatch(resume.name):
+            check_resumable(resume, config.seed)
             return resume.parent.parent, resume
         if not (resume / "config.json").is_file():
             raise InputError(f"--resume {str(resume)!r} is neither a run folder (with config.json) nor a checkpoint")
-        return resume, latest_checkpoint(resume)
+        checkpoint = newest_complete(resume / "checkpoints")
+        if checkpoint is None:
+            logger.info("resume: %s has no complete DiT checkpoint; the DiT starts from step 0", resume)
+        else:
+            check_resumable(checkpoint, config.seed)
+            logger.info("resume: newest complete DiT checkpoint of %s is %s", resume, checkpoint.name)
+        return resume, checkpoint
     run = Path(out_dir if out_dir is not None else config.out_dir)
     if run.is_dir() and any(run.iterdir()):
         raise InputError(
             f"run folder {str(run)!r} is not empty; pass --resume {run} to continue that run, or choose another --out"
         )
     return run, None
+
+
+def check_run_files(config: TrainConfig, run: Path, processes: int) -> None:
+    """Refuse, before anything is written, what would stop the run later: files it would reuse that cannot be read
+    and a batch that does not split over the processes."""
+    if config.dit.batch_size % processes:
+        raise InputError(f"dit.batch_size {config.dit.batch_size} must divide evenly over {processes} processes")
+    reused = [run / "codecs" / f"{name}.safetensors" for name in (*CODEC_STAGES, "text_encoder")]
+    reused.append(run / "latents.safetensors")
+    for path in reused:
+        if path.is_file():
+            read_metadata(path)
+    pretrained = {f"{name}.pretrained": getattr(config, name).pretrained for name in CODEC_STAGES}
+    pretrained["text_encoder_path"] = config.text_encoder_path
+    for field, path in pretrained.items():
+        if path is not None and not Path(path).exists():
+            raise InputError(f"{field} {path!r} does not exist; give a file or folder its loader reads")
 
 
 def train_bundle(
@@ -82,10 +114,10 @@ def train_bundle(
     codec_acc = make_accelerator(config.dit.mixed_precision)
     started = time.monotonic()
     run, checkpoint = resolve_run(config, out_dir, resume)
+    check_run_files(config, run, codec_acc.num_processes)
     codec_acc.wait_for_everyone()  # every process has looked at the run folder before the main one writes to it
     if codec_acc.is_main_process:
-        run.mkdir(parents=True, exist_ok=True)
-        (run / "config.json").write_text(json.dumps(config.to_dict(), indent=1) + "\n")
+        write_text(run / "config.json", json.dumps(config.to_dict(), indent=1) + "\n")
     log = LossLog(run / "train_log.jsonl", codec_acc)
 
     video_vae, audio_vae, vocoder, text_encoder = train_codecs(config, run / "codecs", codec_acc, log)
@@ -122,9 +154,8 @@ def train_bundle(
             sampler=config.sampler,
             cfg=config.cfg,
         )
-        save_bundle(bundle, bundle_dir)
         summary = {"dit_step": trainer.step, "wall_time_s": round(time.monotonic() - started, 1)}
-        (bundle_dir / "training.json").write_text(json.dumps(summary) + "\n")
+        save_bundle(bundle, bundle_dir, extra={"training.json": json.dumps(summary) + "\n"})
         logger.info("bundle written to %s (DiT step %d)", bundle_dir, trainer.step)
     acc.wait_for_everyone()
     return bundle_dir

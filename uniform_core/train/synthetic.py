@@ -20,6 +20,7 @@ from types import MappingProxyType
 import numpy as np
 import torch
 
+from ..atomic import write_text
 from ..errors import InputError
 from ..tasks import SAMPLE_RATE, VIDEO_FPS
 
@@ -325,6 +326,6 @@ def write_dataset(out_dir: str | Path, seeds, spec: SyntheticSpec = SyntheticSpe
         path = out / f"{int(seed):06d}.mp4"
         write_mp4(path, clip.frames, spec.fps, AudioClip(clip.waveform[None], spec.sample_rate))
         sidecar = {"caption": clip.caption, "events": clip.events, "attributes": clip.attributes}
-        path.with_suffix(".json").write_text(json.dumps(sidecar, indent=1))
+        write_text(path.with_suffix(".json"), json.dumps(sidecar, indent=1))
         paths.append(path)
     return paths

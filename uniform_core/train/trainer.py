@@ -6,17 +6,16 @@ conditioning one enters clean, and the loss (masked noise MSE with min-SNR weigh
 term, ``NoiseSchedule.training_loss``) covers the generated entries only.
 
 Exact resume: the data order and all of a step's random draws are pure functions of ``(seed, step, process)``, and a
-checkpoint (``accelerator.save_state``) holds the model, EMA, optimizer, LR schedule and RNG states, so a resumed
-run repeats the loss curve of an uninterrupted one. The same code runs on a CPU, one GPU, or many GPUs and nodes
+checkpoint holds the model, EMA, optimizer, LR schedule and RNG states, so a resumed run repeats the loss curve of an
+uninterrupted one. Checkpoints are safetensors + JSON only (``state_file``), never pickles, and a step folder appears
+whole or not at all (``step_folders``). The same code runs on a CPU, one GPU, or many GPUs and nodes
 under ``accelerate launch``; ``batch_size`` is the global batch, split over the processes.
 """
 
 from __future__ import annotations
 
 import copy
-import json
 import logging
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,19 +25,28 @@ from accelerate import Accelerator
 from diffusers.optimization import get_constant_schedule_with_warmup
 from diffusers.training_utils import EMAModel
 
+from ..checkpoint import load_matching, load_state_dict_file, read_component_config
 from ..diffusion.schedule import NoiseSchedule
 from ..diffusion.task_latent import pack
-from ..errors import InputError
-from ..model.uniform_dit import UniFormDiT
+from ..errors import CheckpointError, InputError
+from ..model.uniform_dit import CHECKPOINT_KIND, UniFormDiT
 from ..tasks import TASKS
+from . import step_folders
 from .config import DiTTrainConfig
 from .latent_cache import LatentCache
 from .log import LossLog, progress_bar
+from .state_file import check_state_file, load_state, restore_rng_states, rng_states, save_state
 
 logger = logging.getLogger(__name__)
 
 A2V, V2A = TASKS.index("a2v"), TASKS.index("v2a")
-STATE_FILE = "trainer_state.json"
+MODEL_FILE = "model.safetensors"
+STATE_FILES = {  # what of the trainer each training-state file of a step folder holds
+    "ema": "ema.safetensors",
+    "optimizer": "optimizer.safetensors",
+    "scheduler": "scheduler.safetensors",
+    "scaler": "scaler.safetensors",  # fp16 only
+}
 
 
 @dataclass
@@ -152,7 +160,6 @@ class DiTTrainer:
         self.ema = EMAModel(self.dit.parameters(), decay=cfg.ema_decay, use_ema_warmup=True, power=2 / 3)
         self.model, self.optimizer, self.scheduler = accelerator.prepare(self.dit, optimizer, scheduler)
         self.ema.to(accelerator.device)
-        accelerator.register_for_checkpointing(self.ema)
         self.step = 0
 
     # ---- data order and draws: pure functions of (seed, step, process) ----
@@ -203,8 +210,10 @@ class DiTTrainer:
 
     def train(self, steps: int | None = None, max_minutes: float | None = None) -> int:
         """Train until global step ``steps`` (default ``cfg.steps``) or for ``max_minutes``; checkpoints every
-        ``cfg.checkpoint_every`` steps and at the end. Returns the step reached."""
+        ``cfg.checkpoint_every`` steps and at the end. Returns the step reached. The loss log's DiT lines after the
+        step it starts from are dropped first: they belong to the part of an interrupted run that is redone."""
         cfg, acc = self.cfg, self.accelerator
+        self.log.truncate("dit", self.step)
         steps = cfg.steps if steps is None else steps
         start = time.monotonic()
         bar = progress_bar(acc, steps, "dit", initial=self.step)
@@ -232,33 +241,71 @@ class DiTTrainer:
     # ---- checkpoints ----
 
     def save_checkpoint(self) -> Path:
-        """``run_dir/checkpoints/step_XXXXXX`` via ``accelerator.save_state`` plus the step; keeps the newest
-        ``cfg.keep_checkpoints``."""
+        """Write ``run_dir/checkpoints/step_XXXXXX`` whole or not at all (see ``step_folders``): the DiT, EMA,
+        optimizer, LR schedule (and fp16 loss scale) from the main process, each process's RNG states, and a marker
+        listing them; then keep the newest ``cfg.keep_checkpoints`` complete ones."""
         acc = self.accelerator
-        folder = self.run_dir / "checkpoints" / f"step_{self.step:06d}"
+        checkpoints = self.run_dir / "checkpoints"
+        partial = step_folders.partial_folder(checkpoints, self.step)
         acc.wait_for_everyone()
-        acc.save_state(str(folder))
         if acc.is_main_process:
-            (folder / STATE_FILE).write_text(json.dumps({"step": self.step, "seed": self.seed}) + "\n")
-            for old in sorted((self.run_dir / "checkpoints").glob("step_*"))[: -self.cfg.keep_checkpoints]:
-                shutil.rmtree(old)
+            step_folders.clear_partial_folders(checkpoints)
+            partial.mkdir(parents=True)
+        acc.wait_for_everyone()
+        save_state(partial / _rng_file(acc.process_index), rng_states())
+        if acc.is_main_process:
+            acc.unwrap_model(self.model).save(partial / MODEL_FILE)
+            for name, state in self._states().items():
+                save_state(partial / STATE_FILES[name], state)
+        acc.wait_for_everyone()
+        folder = step_folders.step_folder(checkpoints, self.step)
+        if acc.is_main_process:
+            info = {"step": self.step, "seed": self.seed, "processes": acc.num_processes}
+            step_folders.publish(partial, folder, info)
+            step_folders.prune(checkpoints, folder, self.cfg.keep_checkpoints)
         acc.wait_for_everyone()
         return folder
 
     def load_checkpoint(self, folder: str | Path) -> None:
-        """Restore a checkpoint written by :meth:`save_checkpoint` (the loss log is cut back to its step)."""
+        """Restore a checkpoint written by :meth:`save_checkpoint`.
+
+        Every file is checked against the folder's marker and read before anything is changed; nothing is
+        unpickled. A broken folder is a CheckpointError naming it and the file; another seed is an InputError.
+        """
         folder = Path(folder)
-        state_file = folder / STATE_FILE
-        if not state_file.is_file():
-            raise InputError(f"--resume {str(folder)!r} is not a DiT checkpoint folder (no {STATE_FILE} in it)")
-        state = json.loads(state_file.read_text())
-        if state["seed"] != self.seed:
-            raise InputError(f"checkpoint {folder} was trained with seed {state['seed']}, the config has {self.seed}")
-        self.accelerator.load_state(str(folder))
-        self.ema.to(self.accelerator.device)
-        self.step = int(state["step"])
-        self.log.truncate("dit", self.step)
+        info = check_resumable(folder, self.seed)
+        acc = self.accelerator
+        wanted = {**STATE_FILES, "rng": _rng_file(acc.process_index)}
+        if acc.scaler is None:
+            wanted.pop("scaler")
+        lacking = sorted(f for f in wanted.values() if f not in info["files"])
+        if lacking:
+            raise CheckpointError(
+                f"checkpoint {str(folder)!r} lacks {', '.join(lacking)}: it was written by {info.get('processes')} "
+                f"process(es), this run has {acc.num_processes}; resume with the same processes and mixed_precision"
+            )
+        model_state = load_state_dict_file(folder / MODEL_FILE)
+        states = {name: load_state(folder / file) for name, file in wanted.items()}
+        load_matching(acc.unwrap_model(self.model), model_state, f"checkpoint {folder / MODEL_FILE}")
+        targets = {"ema": self.ema, "optimizer": self.optimizer, "scheduler": self.scheduler, "scaler": acc.scaler}
+        for name, state in states.items():
+            try:
+                if name == "rng":
+                    restore_rng_states(state)
+                else:
+                    targets[name].load_state_dict(state)
+            except (KeyError, TypeError, ValueError, RuntimeError) as e:
+                raise CheckpointError(f"checkpoint {folder / wanted[name]} does not fit this trainer: {e!r}") from e
+        self.ema.to(acc.device)
+        self.step = info["step"]
         logger.info("resumed DiT training from %s at step %d", folder, self.step)
+
+    def _states(self) -> dict:
+        states = {"ema": self.ema.state_dict(), "optimizer": self.optimizer.state_dict()}
+        states["scheduler"] = self.scheduler.state_dict()
+        if self.accelerator.scaler is not None:
+            states["scaler"] = self.accelerator.scaler.state_dict()
+        return states
 
     def ema_dit(self) -> UniFormDiT:
         """A copy of the DiT holding the EMA weights, on the CPU, in eval mode."""
@@ -282,7 +329,20 @@ def initial_dit(cfg: DiTTrainConfig) -> UniFormDiT:
     return dit
 
 
-def latest_checkpoint(run_dir: str | Path) -> Path | None:
-    """The newest ``checkpoints/step_*`` folder of a run, or None."""
-    found = sorted((Path(run_dir) / "checkpoints").glob("step_*"))
-    return found[-1] if found else None
+def check_resumable(folder: str | Path, seed: int) -> dict:
+    """The marker of a complete step folder trained with ``seed`` whose files are what their names say (see
+    ``step_folders.verify``; only file headers are read here)."""
+    folder = Path(folder)
+    info = step_folders.verify(folder)
+    for name in info["files"]:
+        if name == MODEL_FILE:
+            read_component_config(folder / name, CHECKPOINT_KIND)
+        elif name.endswith(".safetensors"):
+            check_state_file(folder / name)
+    if info["seed"] != seed:
+        raise InputError(f"checkpoint {str(folder)!r} was trained with seed {info['seed']}, the config has {seed}")
+    return info
+
+
+def _rng_file(process_index: int) -> str:
+    return f"random_states_{process_index}.safetensors"
