@@ -201,8 +201,8 @@ class STDiT3Backbone(nn.Module):
         """y: (B, L, caption_channels); mask: (B', L) with nonzero = real token, B' dividing B (a CFG batch may
         share its prompt's mask). Returns (B, L, C) tokens and a (B, L) bool key mask (None = all tokens)."""
         y = self.y_embedder(y.to(self.dtype))
-        if mask is None:
-            return y, None
+        if mask is None or (mask.device.type == "cpu" and not torch.compiler.is_compiling() and bool(mask.all())):
+            return y, None  # no padding: attention without a mask (flash-capable); only host masks are read
         mask = mask.to(y.device) != 0
         return y, mask.repeat(y.shape[0] // mask.shape[0], 1)
 
