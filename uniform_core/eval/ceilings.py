@@ -13,7 +13,6 @@ from dataclasses import dataclass
 
 import torch
 
-from ..codecs.mel import normalize_waveform
 from ..train.synthetic import SyntheticClip, SyntheticSpec, make_clip
 from .appearance import colour_track, floor_colour, foreground_pixels, frame_colours, object_map, object_shape
 from .events import audio_onsets, event_f1, visual_impacts
@@ -138,7 +137,7 @@ def codec_ceilings(bundle, seeds: SeedRange, progress: Callable[[], None] | None
         clip = make_clip(seed, spec)
         x = clip.waveform[None]
         n = x.shape[1]
-        vocoded = codec.vocoder(codec.mel(normalize_waveform(x)))[0, :n]
+        vocoded = codec.vocoder(codec.mel.fbank(x, n // codec.mel.config.hop_length))[0, :n]  # the encoder's mel
         round_trip = codec.decode(codec.encode(x, deterministic=True))[0, :n]
         _audio_scores(per_clip["vocoder"], clip, vocoded, spec.sample_rate)
         _audio_scores(per_clip["audio_codec"], clip, round_trip, spec.sample_rate)
