@@ -1,9 +1,16 @@
-"""What every UniForm node shares: the private socket types, the base class and error naming."""
+"""What every UniForm node shares: the private socket types, the base class that checks inputs and names errors."""
 
 from __future__ import annotations
 
-from uniform_core.errors import UniFormError
+import torch
+
+from uniform_core import checks
+from uniform_core.diffusion.task_latent import TaskLatent
+from uniform_core.errors import InputError, UniFormError
+from uniform_core.stages import AudioLatent, TextConditioning, VideoLatent
 from uniform_core.tasks import VIDEO_FPS
+
+from .host import Component
 
 # Private socket types: what flows between UniForm nodes only. Native types (IMAGE, AUDIO, VIDEO, FLOAT) are used
 # wherever the data has their shape, so native nodes plug in on either side.
@@ -16,10 +23,25 @@ VIDEO_LATENT = "UNIFORM_VIDEO_LATENT"
 AUDIO_LATENT = "UNIFORM_AUDIO_LATENT"
 LATENT = "UNIFORM_LATENT"
 
+# What a value on each socket must be, and which node makes it.
+_SOCKETS = {
+    DIT: (Component, "UniForm Load DiT or Load Bundle"),
+    VIDEO_VAE: (Component, "UniForm Load Video VAE or Load Bundle"),
+    AUDIO_VAE: (Component, "UniForm Load Audio VAE + Vocoder or Load Bundle"),
+    TEXT_ENCODER: (Component, "UniForm Load Text Encoder or Load Bundle"),
+    TEXT: (TextConditioning, "UniForm Text Encode"),
+    VIDEO_LATENT: (VideoLatent, "UniForm Video Encode"),
+    AUDIO_LATENT: (AudioLatent, "UniForm Audio Encode"),
+    LATENT: (TaskLatent, "UniForm Task Latent or UniForm Sampler"),
+    "IMAGE": (torch.Tensor, "an IMAGE output"),
+    "AUDIO": (dict, "an AUDIO output"),
+}
+
 
 class UniFormNode:
-    """Base of every node: ComfyUI calls ``run``, which calls ``execute`` and prefixes any UniFormError with the
-    node's display name, so the message in the UI says which node failed."""
+    """Base of every node: ComfyUI calls ``run``, which checks each input against the node's own INPUT_TYPES
+    (socket type, widget range, combo choices: the checks of :mod:`uniform_core.checks`), calls ``execute``, and
+    prefixes any UniFormError with the node's display name, so the message in the UI says which node failed."""
 
     DISPLAY_NAME = "UniForm"
     FUNCTION = "run"
@@ -27,11 +49,50 @@ class UniFormNode:
 
     def run(self, **inputs):
         try:
+            _check_inputs(self.INPUT_TYPES(), inputs)
             return self.execute(**inputs)
         except UniFormError as e:
             raise type(e)(f"{self.DISPLAY_NAME}: {e}") from e
 
 
+def _check_inputs(schema: dict, inputs: dict) -> None:
+    required, optional = schema.get("required", {}), schema.get("optional", {})
+    known = {**required, **optional, **schema.get("hidden", {})}
+    unknown = sorted(set(inputs) - set(known))
+    if unknown:
+        raise InputError(f"unknown input {unknown[0]!r}; the node takes {', '.join(known)}")
+    missing = [name for name in required if name not in inputs]
+    if missing:
+        raise InputError(f"input {missing[0]!r} is missing")
+    for name, spec in required.items():
+        _check_input(name, spec, inputs[name])
+    for name, spec in optional.items():
+        if inputs.get(name) is not None:
+            _check_input(name, spec, inputs[name])
+
+
+def _check_input(name: str, spec: tuple, value) -> None:
+    kind, options = spec[0], spec[1] if len(spec) > 1 else {}
+    low, high = options.get("min"), options.get("max")
+    if isinstance(kind, (list, tuple)):
+        checks.choice(value, kind, name)
+    elif kind == "INT":
+        checks.integer(value, name, low, high)
+    elif kind == "FLOAT":
+        checks.number(value, name, low, high)
+    elif kind == "STRING":
+        checks.prompt(value, name)
+    elif kind in _SOCKETS:
+        expected, maker = _SOCKETS[kind]
+        if not isinstance(value, expected):
+            raise InputError(f"{name} must be {kind} (from {maker}); got {checks.describe(value)}")
+    elif kind == "VIDEO" and not callable(getattr(value, "get_components", None)):
+        raise InputError(f"{name} must be VIDEO (an object with get_components()); got {checks.describe(value)}")
+
+
 def fps_input(tooltip: str) -> tuple:
     """The frame-rate widget shared by every node that takes frames."""
-    return ("FLOAT", {"default": float(VIDEO_FPS), "min": 1.0, "max": 240.0, "step": 0.001, "tooltip": tooltip})
+    return (
+        "FLOAT",
+        {"default": float(VIDEO_FPS), "min": 1.0, "max": checks.MAX_FPS, "step": 0.001, "tooltip": tooltip},
+    )

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from uniform_core import media, pipeline
+from uniform_core import checks, media, pipeline
 from uniform_core.errors import InputError
-from uniform_core.tasks import VIDEO_FPS, check_duration, check_size
+from uniform_core.tasks import VIDEO_FPS
 
 from . import host
 from .common import AUDIO_LATENT, AUDIO_VAE, TEXT, TEXT_ENCODER, VIDEO_LATENT, VIDEO_VAE, UniFormNode, fps_input
 
-_DURATION_TOOLTIP = "Whole seconds to keep (1 s = 17 frames). 0: as long as the input, up to 16 s."
+_DURATION_TOOLTIP = f"Whole seconds to keep (1 s = 17 frames). 0: as long as the input, up to {checks.MAX_SECONDS} s."
 
 
 class UniFormTextEncode(UniFormNode):
@@ -61,9 +61,15 @@ class UniFormVideoEncode(UniFormNode):
             "required": {
                 "video_vae": (VIDEO_VAE, {"tooltip": "From UniForm Load Video VAE or Load Bundle."}),
                 "fps": fps_input("Frame rate of the images input (a VIDEO brings its own)."),
-                "duration": ("INT", {"default": 0, "min": 0, "max": 16, "tooltip": _DURATION_TOOLTIP}),
-                "width": ("INT", {"default": 0, "min": 0, "max": 4096, "step": 16, "tooltip": size_tooltip}),
-                "height": ("INT", {"default": 0, "min": 0, "max": 4096, "step": 16, "tooltip": size_tooltip}),
+                "duration": ("INT", {"default": 0, "min": 0, "max": checks.MAX_SECONDS, "tooltip": _DURATION_TOOLTIP}),
+                "width": (
+                    "INT",
+                    {"default": 0, "min": 0, "max": checks.MAX_SIDE, "step": 16, "tooltip": size_tooltip},
+                ),
+                "height": (
+                    "INT",
+                    {"default": 0, "min": 0, "max": checks.MAX_SIDE, "step": 16, "tooltip": size_tooltip},
+                ),
             },
             "optional": {
                 "images": ("IMAGE", {"tooltip": "Frames (T, H, W, 3), e.g. from Load Image batches. Or use video."}),
@@ -76,8 +82,8 @@ class UniFormVideoEncode(UniFormNode):
             given = "both" if images is not None else "neither"
             raise InputError(f"connect exactly one of the images or video inputs; got {given}")
         if video is not None:  # Load Video's file is decoded here by timestamps, at the model size when it is given
-            size = check_size(height, width) if height and width else None
-            seconds = check_duration(duration) if duration else 16  # 16 s: the longest clip
+            size = checks.size(height, width) if height and width else None
+            seconds = checks.duration(duration) if duration else checks.MAX_SECONDS  # the longest clip
             source = video if media.file_source(video) else host.decoded_video(video, "video")
             clip = media.from_comfy_video(source, fps=VIDEO_FPS, size=size, duration=seconds)
             images, fps = clip.frames, clip.fps
@@ -106,7 +112,7 @@ class UniFormAudioEncode(UniFormNode):
             "required": {
                 "audio_vae": (AUDIO_VAE, {"tooltip": "From UniForm Load Audio VAE + Vocoder or Load Bundle."}),
                 "audio": ("AUDIO", {"tooltip": "The sound to make a video for, e.g. from Load Audio."}),
-                "duration": ("INT", {"default": 0, "min": 0, "max": 16, "tooltip": _DURATION_TOOLTIP}),
+                "duration": ("INT", {"default": 0, "min": 0, "max": checks.MAX_SECONDS, "tooltip": _DURATION_TOOLTIP}),
             }
         }
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from uniform_core import media
+from uniform_core import checks, media
 from uniform_core.train.synthetic import SyntheticSpec, make_clip
 
 from .common import UniFormNode
@@ -38,7 +38,7 @@ class UniFormExampleClip(UniFormNode):
                         "tooltip": "Which clip: the same seed always gives the same clip.",
                     },
                 ),
-                "duration": ("INT", {"default": 2, "min": 1, "max": 16, "tooltip": "Seconds."}),
+                "duration": ("INT", {"default": 2, "min": 1, "max": checks.MAX_SECONDS, "tooltip": "Seconds."}),
                 "size": ("INT", {"default": 64, "min": 64, "max": 1024, "step": 16, "tooltip": "Width = height, px."}),
                 "objects": ("INT", {"default": 1, "min": 1, "max": 2, "tooltip": "At most this many objects."}),
             }

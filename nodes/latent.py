@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from uniform_core import pipeline
-from uniform_core.errors import InputError
+from uniform_core import checks, pipeline
 from uniform_core.tasks import LONG_MAX_SECONDS, TASK_DESCRIPTIONS, TASKS
 
 from .common import AUDIO_LATENT, LATENT, VIDEO_LATENT, UniFormNode
@@ -38,8 +37,14 @@ class UniFormTaskLatent(UniFormNode):
                         "than the model's clip (uniform-tiny: 2 s)? Sample with UniForm Long Sampler.",
                     },
                 ),
-                "width": ("INT", {"default": 256, "min": 16, "max": 4096, "step": 16, "tooltip": size_tooltip}),
-                "height": ("INT", {"default": 256, "min": 16, "max": 4096, "step": 16, "tooltip": size_tooltip}),
+                "width": (
+                    "INT",
+                    {"default": 256, "min": 16, "max": checks.MAX_SIDE, "step": 16, "tooltip": size_tooltip},
+                ),
+                "height": (
+                    "INT",
+                    {"default": 256, "min": 16, "max": checks.MAX_SIDE, "step": 16, "tooltip": size_tooltip},
+                ),
             },
             "optional": {
                 "video_latent": (VIDEO_LATENT, {"tooltip": "Needed by v2a: the video to make sound for."}),
@@ -48,10 +53,7 @@ class UniFormTaskLatent(UniFormNode):
         }
 
     def execute(self, task, duration, width, height, video_latent=None, audio_latent=None):
-        if task == "a2v" and audio_latent is None:
-            raise InputError("task 'a2v' needs the audio_latent input; connect it from a UniForm Audio Encode node")
-        if task == "v2a" and video_latent is None:
-            raise InputError("task 'v2a' needs the video_latent input; connect it from a UniForm Video Encode node")
+        checks.condition(task, video_latent, audio_latent, "video_latent", "audio_latent")
         latent = pipeline.make_task_latent(
             task,
             duration=duration if task == "t2av" else None,

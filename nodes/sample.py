@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from uniform_core import pipeline
+from uniform_core import checks, pipeline
 from uniform_core.diffusion.samplers import SAMPLER_DESCRIPTIONS, SAMPLERS
 from uniform_core.errors import InputError
 from uniform_core.model.compiled import compile_dit
@@ -30,18 +30,21 @@ class UniFormSampler(UniFormNode):
                     {
                         "default": 0,
                         "min": 0,
-                        "max": 2**63 - 1,
+                        "max": checks.SEED_MAX,
                         "control_after_generate": True,
                         "tooltip": "Noise seed; batch item i uses seed + i.",
                     },
                 ),
-                "steps": ("INT", {"default": 30, "min": 1, "max": 1000, "tooltip": "Denoising steps (paper: 30)."}),
+                "steps": (
+                    "INT",
+                    {"default": 30, "min": 1, "max": checks.MAX_STEPS, "tooltip": "Denoising steps (paper: 30)."},
+                ),
                 "cfg": (
                     "FLOAT",
                     {
                         "default": 5.0,
                         "min": 0.0,
-                        "max": 30.0,
+                        "max": checks.MAX_CFG,
                         "step": 0.1,
                         "tooltip": "Classifier-free guidance scale (paper: 5; embedded uniform-tiny, with ddim: 3 for "
                         "t2av, 1 for a2v and v2a). Ignored without text.",
@@ -54,7 +57,10 @@ class UniFormSampler(UniFormNode):
                         "tooltip": "; ".join(f"{k}: {v}" for k, v in SAMPLER_DESCRIPTIONS.items()),
                     },
                 ),
-                "batch_size": ("INT", {"default": 1, "min": 1, "max": 64, "tooltip": "Variations in one run."}),
+                "batch_size": (
+                    "INT",
+                    {"default": 1, "min": 1, "max": checks.MAX_BATCH, "tooltip": "Variations in one run."},
+                ),
             },
             "optional": {
                 "text": (TEXT, {"tooltip": "Prompt from UniForm Text Encode; needed by t2av, optional for a2v/v2a."}),

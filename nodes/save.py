@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from uniform_core import media
+from uniform_core import checks, media
 from uniform_core.errors import InputError
 
 from . import host
@@ -39,8 +39,7 @@ class UniFormSaveAV(UniFormNode):
         }
 
     def execute(self, frames, fps, filename_prefix, audio=None, prompt=None, extra_pnginfo=None):
-        if not isinstance(frames, torch.Tensor) or frames.dim() != 4 or frames.shape[-1] != 3:
-            raise InputError(f"frames must be IMAGE frames (T, H, W, 3); got {_describe(frames)}")
+        frames, fps = checks.frames(frames), checks.fps(fps)
         clips = _clips(audio)
         metadata = host.file_metadata(prompt, extra_pnginfo)
         saved = []
@@ -56,14 +55,12 @@ def _clips(audio) -> list[media.AudioClip | None]:
     """One clip per batch item of an AUDIO value (ComfyUI stacks clips along the first axis); [None] for none."""
     if audio is None:
         return [None]
-    waveform = audio.get("waveform") if isinstance(audio, dict) else None
-    if not isinstance(waveform, torch.Tensor) or waveform.dim() != 3:
-        raise InputError(f"audio must be AUDIO with a (batch, channels, samples) waveform; got {_describe(waveform)}")
+    waveform = checks.instance(audio.get("waveform"), torch.Tensor, "audio['waveform']", " (batch, channels, samples)")
+    if waveform.dim() != 3:
+        raise InputError(
+            f"audio must be AUDIO with a (batch, channels, samples) waveform; got {checks.describe(waveform)}"
+        )
     return [media.from_comfy_audio({**audio, "waveform": w[None]}) for w in waveform]
-
-
-def _describe(x) -> str:
-    return f"shape {tuple(x.shape)}" if isinstance(x, torch.Tensor) else type(x).__name__
 
 
 NODES = [UniFormSaveAV]

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from . import checks
 from .atomic import fsync_dir, write_bytes, write_text
 from .codecs.audio import AudioCodec, AudioVAE, Vocoder, load_audio_codec
 from .codecs.text import TextEncoder, load_text_encoder
@@ -85,16 +86,15 @@ def load_bundle(path: str | os.PathLike | None = None, device: str | torch.devic
         hint = " (the embedded default has not been trained into this install)" if path is None else ""
         raise CheckpointError(f"bundle {str(folder)!r} lacks {', '.join(missing)}{hint}; expected {_expected()}")
     info = _read_info(folder)
-    _check_sampling_info(info, folder / "bundle.json")
     bundle = Bundle(
         dit=UniFormDiT.load(folder / COMPONENT_FILES["dit"]),
         video_vae=load_video_vae(folder / COMPONENT_FILES["video_vae"]),
         audio_codec=load_audio_codec(folder),
         text_encoder=load_text_encoder(folder / COMPONENT_FILES["text_encoder"]),
         name=info.get("name", folder.name),
-        height=int(info.get("height", 256)),
-        width=int(info.get("width", 256)),
-        duration=int(info.get("duration", 4)),
+        height=info.get("height", 256),
+        width=info.get("width", 256),
+        duration=info.get("duration", 4),
         sampler=info.get("sampler", "iddpm"),
         cfg=info.get("cfg", 5.0),
     )
@@ -174,21 +174,25 @@ def random_tiny_bundle(seed: int = 0) -> Bundle:
 
 
 def _read_info(folder: Path) -> dict:
+    """bundle.json, checked (before any weights load) by the rules user-given values follow."""
     info_file = folder / "bundle.json"
     if not info_file.is_file():
         return {}
     try:
-        return json.loads(info_file.read_text())
-    except json.JSONDecodeError as e:
+        info = json.loads(info_file.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise CheckpointError(f"{info_file} is not valid JSON: {e}") from e
-
-
-def _check_sampling_info(info: dict, info_file: Path) -> None:
+    if not isinstance(info, dict):
+        raise CheckpointError(f"{info_file} must hold a JSON object {{name, height, ...}}; got {type(info).__name__}")
     try:
+        checks.prompt(info.get("name", folder.name), "name")
+        checks.size(info.get("height", 256), info.get("width", 256))
+        checks.duration(info.get("duration", 4))
         check_sampler(info.get("sampler", "iddpm"))
         guidance_scales(info.get("cfg", 5.0))
     except InputError as e:
         raise CheckpointError(f"{info_file}: {e}") from None
+    return info
 
 
 def _expected() -> str:

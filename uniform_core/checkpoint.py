@@ -59,7 +59,13 @@ def read_component_config(path: str | os.PathLike, kind: str) -> dict:
             f"{path} holds {found!r} weights, expected a UniForm {kind!r} file "
             "(one written by save_component, with 'uniform_component' and 'config' in its metadata)"
         )
-    return json.loads(meta["config"])
+    try:
+        config = json.loads(meta["config"])
+    except (KeyError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{path}: its metadata 'config' must be the JSON of the {kind} config ({e!r})") from None
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{path}: its metadata 'config' must be a JSON object; got {type(config).__name__}")
+    return config
 
 
 def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:

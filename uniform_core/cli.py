@@ -1,29 +1,73 @@
-"""`uniform-av`: the command line over the library (generate, train, eval, bench)."""
+"""`uniform-av`: the command line over the library (generate, train, eval, bench).
+
+Every bad flag, from argparse's own checks to the library's, ends as one line on stderr and exit status 2, never a
+traceback. SIGINT and SIGTERM stop a run where it is (within a second, whatever stage runs) with exit status
+128 + the signal's number; files appear whole or not at all (uniform_core.atomic), so nothing half-written is left.
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import signal
 import sys
 
-from .errors import UniFormError
+from .errors import Cancelled, InputError, UniFormError
 from .precision import PRECISIONS
-from .tasks import TASK_DESCRIPTIONS, TASKS
+from .tasks import LONG_MAX_SECONDS, TASK_DESCRIPTIONS, TASKS
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    command = "uniform-av"
+    with _stop_on_signals() as stopped:
+        try:
+            args = build_parser().parse_args(argv)
+            command = f"uniform-av {args.command}"
+            level = logging.INFO if args.verbose else logging.WARNING
+            logging.basicConfig(level=level, format="%(levelname)s %(message)s")
+            return args.run(args) or 0
+        except UniFormError as e:
+            if stopped:
+                print(f"{command}: stopped: {e}", file=sys.stderr)
+                return 128 + stopped[0]
+            print(f"{command}: error: {e}", file=sys.stderr)
+            return 2
+
+
+@contextlib.contextmanager
+def _stop_on_signals():
+    """While the block runs, SIGINT and SIGTERM raise Cancelled where Python next runs (between two torch ops, so
+    within a second at any stage); yields the list that receives the signal's number. Outside the main thread
+    signals cannot be caught and are left alone."""
+    stopped: list[int] = []
+
+    def stop(signum, frame):
+        stopped.append(signum)
+        raise Cancelled(f"{signal.Signals(signum).name} received; nothing more is written")
+
     try:
-        return args.run(args) or 0
-    except UniFormError as e:
-        print(f"uniform-av {args.command}: error: {e}", file=sys.stderr)
-        return 2
+        previous = {s: signal.signal(s, stop) for s in STOP_SIGNALS}
+    except ValueError:  # not the main thread
+        previous = {}
+    try:
+        yield stopped
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse whose usage errors are InputErrors, reported like every other bad input."""
+
+    def error(self, message):
+        raise InputError(f"{message} (see {self.prog} --help)")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="uniform-av",
         description="UniForm: generate video with matching sound from text (t2av), sound for a video (v2a), "
         "or video for a sound (a2v), with one model.",
@@ -105,15 +149,41 @@ def _run_train(args) -> int:
     return 0
 
 
+def _check_generate_args(args) -> list:
+    """Every flag of ``generate`` checked before the bundle loads; the output file names, one per batch item."""
+    from . import checks
+
+    batch = checks.batch_size(args.batch, "--batch")
+    checks.seed(args.seed, "--seed", count=batch)
+    checks.steps(args.steps, "--steps")
+    for flag, value in (("--cfg", args.cfg), ("--cfg-audio", args.cfg_audio)):
+        if value is not None:
+            checks.cfg(value, flag)
+    if args.duration is not None:
+        checks.duration(args.duration, "--duration", high=LONG_MAX_SECONDS)  # beyond the model's clip: in windows
+    for flag, value in (("--height", args.height), ("--width", args.width)):
+        if value is not None:
+            checks.side(value, flag)
+    for flag, value in (("--prompt", args.prompt), ("--negative-prompt", args.negative_prompt)):
+        if value is not None:
+            checks.prompt(value, flag)
+    checks.condition(args.task, args.video, args.audio, "--video", "--audio")
+    checks.device(args.device, "--device")
+    inputs = {"--video": args.video, "--audio": args.audio}
+    out = checks.output_file(args.out, "--out", inputs=inputs)
+    names = [out] if batch == 1 else [out.with_name(f"{out.stem}_{i + 1}{out.suffix}") for i in range(batch)]
+    return [checks.output_file(name, "--out", inputs=inputs) for name in names]
+
+
 def _run_generate(args) -> int:
     import functools
-    from pathlib import Path
 
     from tqdm import tqdm
 
     from .long import generate_long
     from .pipeline import UniFormPipeline
 
+    outputs = _check_generate_args(args)
     pipe = UniFormPipeline.from_bundle(
         args.bundle, device=args.device, precision=args.precision, offload=args.offload, compile=args.compile
     )
@@ -147,9 +217,7 @@ def _run_generate(args) -> int:
         )
     for note in result.notes:
         print(f"input: {note}", file=sys.stderr)
-    out = Path(args.out)
-    for i, seed in enumerate(result.seeds):
-        path = out if len(result.seeds) == 1 else out.with_name(f"{out.stem}_{i + 1}{out.suffix}")
+    for i, (path, seed) in enumerate(zip(outputs, result.seeds, strict=True)):
         result.save(path, index=i)
         print(f"wrote {path} (seed {seed})")
     return 0

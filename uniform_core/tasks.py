@@ -43,15 +43,6 @@ def generates_audio(task: str) -> bool:
 LONG_MAX_SECONDS = 3600  # clips longer than the model's window are sampled in windows (uniform_core.long)
 
 
-def check_duration(seconds: float, max_seconds: int = 16) -> int:
-    """Whole seconds (one 17-frame chunk each) for ``seconds``; anything else is an InputError."""
-    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or seconds != int(seconds):
-        raise InputError(f"duration must be a whole number of seconds (1 s = one 17-frame chunk); got {seconds!r}")
-    if not 1 <= int(seconds) <= max_seconds:
-        raise InputError(f"duration must be between 1 and {max_seconds} s; got {seconds!r}")
-    return int(seconds)
-
-
 # Latent layout fixed by the codecs (Open-Sora VAE v1.2 for video, AudioLDM VAE for audio).
 VIDEO_LATENT_CHANNELS = 4
 VIDEO_DOWNSAMPLE = 8  # pixels per latent cell
@@ -59,11 +50,3 @@ PIXEL_MULTIPLE = 16  # VAE /8 times the DiT's 2x2 patch
 AUDIO_LATENT_CHANNELS = 8
 AUDIO_LATENT_FREQ = 16  # 64 mel bins / 4
 AUDIO_SAMPLES_PER_LATENT_STEP = MEL_HOP * 4  # 640 samples = 40 ms
-
-
-def check_size(height: int, width: int) -> tuple[int, int]:
-    """Pixel size of the generated video; both sides must be positive multiples of 16."""
-    for name, value in (("height", height), ("width", width)):
-        if isinstance(value, bool) or not isinstance(value, int) or value <= 0 or value % PIXEL_MULTIPLE:
-            raise InputError(f"{name} must be a positive multiple of {PIXEL_MULTIPLE} px; got {value!r}")
-    return height, width

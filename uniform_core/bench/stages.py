@@ -16,6 +16,7 @@ from dataclasses import asdict
 
 import torch
 
+from .. import checks
 from ..bundle import Bundle, random_tiny_bundle
 from ..diffusion.guidance import make_model_fn
 from ..diffusion.samplers import SAMPLERS
@@ -31,7 +32,7 @@ from ..pipeline import (
     make_task_latent,
     sample,
 )
-from ..tasks import FRAMES_PER_CHUNK, SAMPLE_RATE, TASKS, VIDEO_FPS, check_duration
+from ..tasks import FRAMES_PER_CHUNK, SAMPLE_RATE, TASKS, VIDEO_FPS
 from .compare import compare_with_plain
 from .decode_memory import bench_audio_decode, bench_video_decode
 from .growth import bench_dit_growth
@@ -92,10 +93,9 @@ def run_bench(
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise InputError("device 'cuda' was asked for but torch sees no CUDA GPU; use --device cpu")
     for name, value in (("steps", steps), ("repeats", repeats)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise InputError(f"{name} must be an integer >= 1; got {value!r}")
+        checks.integer(value, name, 1)
     if seconds is not None:
-        check_duration(seconds)
+        checks.duration(seconds)
     bundle = random_bundle(preset, dev if dev.type == "cuda" else "cpu")
     seconds = bundle.duration if seconds is None else seconds
     pipe = UniFormPipeline(bundle, device=dev, precision="auto", compile=compile_dit)

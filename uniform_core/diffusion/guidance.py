@@ -13,6 +13,7 @@ import math
 
 import torch
 
+from .. import checks
 from ..errors import InputError
 from ..tasks import TASKS, task_index
 from .samplers import ModelFn
@@ -25,15 +26,10 @@ def guidance_scales(cfg) -> dict[str, float]:
     Per-task scales exist because the guidance that makes text-to-audio-video follow its prompt can pull A2V and
     V2A samples off their condition's timing (measured on uniform-tiny, see its model card)."""
     if isinstance(cfg, dict):
-        if set(cfg) == set(TASKS) and all(_is_scale(v) for v in cfg.values()):
-            return {task: float(cfg[task]) for task in TASKS}
-    elif _is_scale(cfg):
-        return dict.fromkeys(TASKS, float(cfg))
-    raise InputError(f"cfg must be a number >= 0 or a mapping of each task ({', '.join(TASKS)}) to one; got {cfg!r}")
-
-
-def _is_scale(value) -> bool:
-    return not isinstance(value, bool) and isinstance(value, (int, float)) and value >= 0
+        if set(cfg) != set(TASKS):
+            raise InputError(f"cfg must be a number or map each task ({', '.join(TASKS)}) to one; got {cfg!r}")
+        return {task: checks.cfg(cfg[task], f"cfg[{task!r}]") for task in TASKS}
+    return dict.fromkeys(TASKS, checks.cfg(cfg))
 
 
 def cfg_combine(eps_cond: torch.Tensor, eps_uncond: torch.Tensor, scale: float | torch.Tensor) -> torch.Tensor:
@@ -81,9 +77,8 @@ def make_model_fn(
     ``audio_cfg_scale`` >= 0 is given; when both are 1 only the conditional pass runs (batch B).
     """
     audio_cfg_scale = cfg_scale if audio_cfg_scale is None else audio_cfg_scale
-    for name, value in (("cfg_scale", cfg_scale), ("audio_cfg_scale", audio_cfg_scale)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
-            raise InputError(f"{name} must be a number >= 0; got {value!r}")
+    checks.cfg(cfg_scale, "cfg_scale")
+    checks.cfg(audio_cfg_scale, "audio_cfg_scale")
     if y is None and y_null is None:
         raise InputError("make_model_fn needs y or y_null: with no caption at all pass y_null=dit.null_caption(...)")
     if y is None:  # text-free: the unconditional model is the whole prediction

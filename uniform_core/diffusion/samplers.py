@@ -29,6 +29,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+from .. import checks
 from ..errors import Cancelled, InputError
 from .schedule import NoiseSchedule
 
@@ -52,9 +53,7 @@ def check_sampler(sampler: str) -> None:
 def check_sampler_args(sampler: str, steps: int, schedule: NoiseSchedule | None = None) -> None:
     """Raise InputError unless ``sampler`` is known and 1 <= ``steps`` <= the schedule's length."""
     check_sampler(sampler)
-    limit = (schedule or NoiseSchedule()).num_timesteps
-    if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= limit:
-        raise InputError(f"steps must be an int from 1 to {limit}; got {steps!r}")
+    checks.steps(steps, limit=(schedule or NoiseSchedule()).num_timesteps)
 
 
 def make_scheduler(sampler: str, steps: int, schedule: NoiseSchedule | None = None):

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 from einops import rearrange
 
+from .. import checks
 from ..errors import InputError
 from ..tasks import AUDIO_STEPS_PER_LATENT_FRAME, generates_audio, generates_video, task_index
 
@@ -64,8 +65,10 @@ def keep_mask(task: str, video_shape, audio_shape) -> torch.Tensor:
 
 
 def _positive(name: str, value, kind=(int, float)) -> None:
-    if isinstance(value, bool) or not isinstance(value, kind) or not value > 0:
-        raise InputError(f"{name} must be a positive {'int' if kind is int else 'number'}; got {value!r}")
+    if kind is int:
+        checks.integer(value, name, 1)
+    else:
+        checks.number(value, name, 0.0, above=True)
 
 
 @dataclass(frozen=True, eq=False)

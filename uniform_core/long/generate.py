@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 import torch
 
-from .. import media
+from .. import checks, media
 from ..diffusion.task_latent import TaskLatent
 from ..errors import InputError
 from ..pipeline import (
@@ -31,14 +31,13 @@ from ..pipeline import (
     encode_text,
     make_task_latent,
 )
+from ..stages import model_side
 from ..tasks import (
     AUDIO_LATENT_STEPS_PER_SECOND,
     FRAMES_PER_CHUNK,
     LONG_MAX_SECONDS,
     SAMPLE_RATE,
     VIDEO_FPS,
-    check_duration,
-    check_size,
     generates_audio,
     generates_video,
     task_index,
@@ -51,11 +50,7 @@ AUDIO_CONTEXT_STEPS = 8  # 0.32 s each side: beyond it the tiny codec's segment 
 
 
 def _seconds_of(duration, samples: int, rate: float) -> int:
-    return check_duration(duration if duration is not None else max(1, int(samples / rate)), LONG_MAX_SECONDS)
-
-
-def _round_size(pixels: int) -> int:
-    return max(16, pixels // 16 * 16)
+    return checks.duration(duration if duration is not None else max(1, int(samples / rate)), high=LONG_MAX_SECONDS)
 
 
 @torch.no_grad()
@@ -63,9 +58,9 @@ def encode_video_long(pipe: UniFormPipeline, clip: media.VideoClip, duration, he
     """The V2A condition of a whole clip: frames conformed to 17 fps, whole seconds and a multiple of 16 px, then
     encoded ``window`` seconds at a time (the VAE encodes each 1 s chunk on its own, so this is exact)."""
     seconds = _seconds_of(duration, clip.frames.shape[0], clip.fps)
-    h = height or _round_size(clip.frames.shape[1])
-    w = width or _round_size(clip.frames.shape[2])
-    check_size(h, w)
+    h = model_side(clip.frames.shape[1]) if height is None else height
+    w = model_side(clip.frames.shape[2]) if width is None else width
+    checks.size(h, w)
     frames, notes = media.conform_video(clip.frames, clip.fps, VIDEO_FPS, seconds * FRAMES_PER_CHUNK, h, w)
     vae = pipe.bundle.video_vae
     pieces = []
@@ -188,8 +183,8 @@ def generate_long(
     latent = make_task_latent(
         task,
         duration=duration if task == "t2av" else None,
-        height=None if task == "v2a" else (height or b.height),
-        width=None if task == "v2a" else (width or b.width),
+        height=None if task == "v2a" else (b.height if height is None else height),
+        width=None if task == "v2a" else (b.width if width is None else width),
         video=video_latent,
         audio=audio_latent,
         max_seconds=LONG_MAX_SECONDS,
