@@ -25,7 +25,7 @@ MAX_CFG = 100.0
 MAX_FPS = 1000.0
 MAX_SAMPLE_RATE = 768_000
 SEED_MAX = 2**64 - 1  # torch.manual_seed takes 64-bit seeds
-AUDIO_CLAMP_PEAK = 2.0  # float audio up to this peak is clipped to [-1, 1]; louder is refused as mis-scaled
+MAX_AUDIO_PEAK = 2.0  # float audio up to this peak is clipped to [-1, 1]; louder is refused as mis-scaled
 
 
 def describe(value) -> str:
@@ -132,24 +132,25 @@ def index(value, count: int, name: str = "index") -> int:
 # ---- tensors -------------------------------------------------------------------------------------------------
 
 
-def frames(value, name: str = "frames") -> torch.Tensor:
-    """Video frames (T, H, W, 3): float in [0, 1] kept as they are, uint8 taken as 0..255; returned as float32."""
+def frames(value, name: str = "frames", as_float: bool = True) -> torch.Tensor:
+    """Video frames (T, H, W, 3): float in [0, 1], or uint8 taken as 0..255; returned as float32 in [0, 1] (or as
+    given, with ``as_float=False``)."""
     if not isinstance(value, torch.Tensor) or value.dim() != 4 or value.shape[-1] != 3:
         raise InputError(f"{name} must be a (T, H, W, 3) tensor (ComfyUI IMAGE); got {describe(value)}")
     if 0 in value.shape:
         raise InputError(f"{name} is empty: shape {tuple(value.shape)}")
-    if value.dtype == torch.uint8:
-        return value.float().div_(255)
-    if not value.is_floating_point():
+    if value.dtype != torch.uint8 and not value.is_floating_point():
         raise InputError(f"{name} must be float in [0, 1] or uint8; got {value.dtype}")
-    if not torch.isfinite(value).all():
+    if value.is_floating_point() and not torch.isfinite(value).all():
         raise InputError(f"{name} contains NaN or infinite values")
-    return value.float()
+    if not as_float:
+        return value
+    return value.float().div_(255) if value.dtype == torch.uint8 else value.float()
 
 
 def waveform(value, name: str = "waveform") -> torch.Tensor:
-    """Audio (C, N) float (a 1-D tensor is mono). Peaks up to AUDIO_CLAMP_PEAK are clipped to [-1, 1] (what any
-    encoder does with an overshoot); louder audio is refused, as it is almost always integer PCM not divided down."""
+    """Audio (C, N) float (a 1-D tensor is mono) in [-1, 1]. Peaks up to MAX_AUDIO_PEAK are let through (the
+    encoder clips them, and says so); louder audio is refused, as it is almost always integer PCM not divided down."""
     if not isinstance(value, torch.Tensor) or value.dim() not in (1, 2):
         raise InputError(f"{name} must be a (channels, samples) tensor; got {describe(value)}")
     if not value.is_floating_point():
@@ -160,12 +161,12 @@ def waveform(value, name: str = "waveform") -> torch.Tensor:
     if not torch.isfinite(value).all():
         raise InputError(f"{name} contains NaN or infinite values")
     peak = float(value.abs().max())
-    if peak > AUDIO_CLAMP_PEAK:
+    if peak > MAX_AUDIO_PEAK:
         raise InputError(
-            f"{name} peaks at {peak:.4g}; float audio must lie in [-1, 1] (up to {AUDIO_CLAMP_PEAK:g} is clipped). "
+            f"{name} peaks at {peak:.4g}; float audio must lie in [-1, 1] (up to {MAX_AUDIO_PEAK:g} is clipped). "
             "Divide integer PCM by its full scale (e.g. 32768 for 16-bit) first"
         )
-    return value.clamp(-1, 1) if peak > 1 else value
+    return value
 
 
 # ---- text, choices and objects --------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import os
 import signal
 import sys
 
@@ -21,6 +22,18 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the command line ``argv`` (None: this process's own, as the console script does) and return its exit
+    status. Stopped by a signal, the process's own run exits at once: tearing down torch and the loaded models can
+    take longer than the second a stop may take, and nothing is left to write."""
+    code = _main(argv)
+    if argv is None and code > 128:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
+
+
+def _main(argv: list[str] | None) -> int:
     command = "uniform-av"
     with _stop_on_signals() as stopped:
         try:

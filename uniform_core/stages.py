@@ -144,6 +144,10 @@ def encode_audio(
     seconds = checks.duration(_whole_seconds(waveform.shape[-1] / sample_rate) if duration is None else duration)
     mono, notes = media.conform_audio(waveform, sample_rate, SAMPLE_RATE, seconds * SAMPLE_RATE)
     whole = media.resample_audio(media.to_mono(waveform), sample_rate, SAMPLE_RATE)  # (1, N'), not yet cut
+    peak = float(whole.abs().max())
+    if peak > 1:
+        whole, mono = whole.clamp(-1, 1), mono.clamp(-1, 1)
+        notes.append(f"audio peaks of {peak:.3g} clipped to 1 (full scale)")
     num_frames = round(seconds * audio_codec.mel.config.frames_per_second)
     latent = audio_codec.encode(whole.to(_device_of(audio_codec)), deterministic=True, num_frames=num_frames)
     return AudioLatent(latent=latent.float(), waveform=mono, notes=notes)
