@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import torch
-
 from uniform_core import checks
 from uniform_core.diffusion.task_latent import TaskLatent
 from uniform_core.errors import InputError, UniFormError
@@ -33,14 +31,12 @@ _SOCKETS = {
     VIDEO_LATENT: (VideoLatent, "UniForm Video Encode"),
     AUDIO_LATENT: (AudioLatent, "UniForm Audio Encode"),
     LATENT: (TaskLatent, "UniForm Task Latent or UniForm Sampler"),
-    "IMAGE": (torch.Tensor, "an IMAGE output"),
-    "AUDIO": (dict, "an AUDIO output"),
 }
 
 
 class UniFormNode:
     """Base of every node: ComfyUI calls ``run``, which checks each input against the node's own INPUT_TYPES
-    (socket type, widget range, combo choices: the checks of :mod:`uniform_core.checks`), calls ``execute``, and
+    (socket type, widget range, text: the checks of :mod:`uniform_core.checks`), calls ``execute``, and
     prefixes any UniFormError with the node's display name, so the message in the UI says which node failed."""
 
     DISPLAY_NAME = "UniForm"
@@ -74,8 +70,8 @@ def _check_inputs(schema: dict, inputs: dict) -> None:
 def _check_input(name: str, spec: tuple, value) -> None:
     kind, options = spec[0], spec[1] if len(spec) > 1 else {}
     low, high = options.get("min"), options.get("max")
-    if isinstance(kind, (list, tuple)):
-        checks.choice(value, kind, name)
+    if isinstance(kind, (list, tuple)):  # which names are valid is the node's own rule (a task, a model file...)
+        checks.prompt(value, name)
     elif kind == "INT":
         checks.integer(value, name, low, high)
     elif kind == "FLOAT":

@@ -40,6 +40,7 @@ class UniFormSaveAV(UniFormNode):
 
     def execute(self, frames, fps, filename_prefix, audio=None, prompt=None, extra_pnginfo=None):
         frames, fps = checks.frames(frames), checks.fps(fps)
+        checks.path(filename_prefix, "filename_prefix")
         clips = _clips(audio)
         metadata = host.file_metadata(prompt, extra_pnginfo)
         saved = []

@@ -336,7 +336,7 @@ def test_nodes_check_socket_types_and_widget_ranges(pack, bundle, dit_calls):
     with pytest.raises(InputError, match="UniForm Sampler: sampler must be one of"):
         sampler.run(**(good | {"sampler": "heun"}))
     assert dit_calls == []
-    with pytest.raises(InputError, match="UniForm Save Video \\+ Audio: frames must be IMAGE"):
+    with pytest.raises(InputError, match="UniForm Save Video \\+ Audio: frames must be a \\(T, H, W, 3\\) tensor"):
         nodes["UniFormSaveAV"]().run(frames=[[0]], fps=17.0, filename_prefix="x")
     with pytest.raises(InputError, match="UniForm Task Latent: width must be a whole number from 16 to 2048"):
         nodes["UniFormTaskLatent"]().run(task="t2av", duration=1, width=100_000, height=32)

@@ -78,7 +78,7 @@ def default_bundle_available() -> bool:
 
 def load_bundle(path: str | os.PathLike | None = None, device: str | torch.device = "cpu") -> Bundle:
     """Load a bundle folder; ``None`` loads the embedded default ``uniform-tiny``."""
-    folder = DEFAULT_BUNDLE_DIR if path is None else Path(path)
+    folder = DEFAULT_BUNDLE_DIR if path is None else checks.path(path, "bundle")
     if not folder.is_dir():
         raise CheckpointError(f"bundle {str(folder)!r} is not a folder; expected a folder holding {_expected()}")
     missing = [f for f in COMPONENT_FILES.values() if not (folder / f).is_file()]

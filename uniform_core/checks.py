@@ -185,12 +185,6 @@ def prompt(value, name: str = "prompt", required: bool = False) -> str:
     return value
 
 
-def choice(value, allowed, name: str):
-    if not isinstance(value, str) or value not in allowed:
-        raise InputError(f"{name} must be one of {', '.join(map(str, allowed))}; got {describe(value)}")
-    return value
-
-
 def instance(value, expected: type | tuple[type, ...], name: str, hint: str = ""):
     """``value`` if it is an ``expected``; otherwise an InputError naming the input and the type it needs."""
     if not isinstance(value, expected):
@@ -237,12 +231,26 @@ def available_devices() -> list[str]:
 # ---- files ---------------------------------------------------------------------------------------------------
 
 
-def output_file(path, name: str = "out", suffix: str = ".mp4", inputs: dict | None = None) -> Path:
+def path(value, name: str) -> Path:
+    """A file system path the OS can take: str or PathLike, not empty, no NUL byte, encodable, names of at most
+    255 bytes (anything else makes the OS raise instead of answering "no such file")."""
+    if not isinstance(value, (str, os.PathLike)) or not os.fspath(value):
+        raise InputError(f"{name} must be a file path; got {describe(value)}")
+    try:
+        raw = os.fsencode(os.path.expanduser(value))
+    except (UnicodeEncodeError, TypeError):
+        raise InputError(f"{name} {describe(value)} holds characters the file system cannot encode") from None
+    if b"\0" in raw:
+        raise InputError(f"{name} {describe(value)} holds a NUL byte; no file can have that name")
+    if len(raw) > 4096 or any(len(part) > 255 for part in raw.split(b"/")):
+        raise InputError(f"{name} {describe(value)} is longer than file names may be (255 bytes a name)")
+    return Path(os.fsdecode(raw))
+
+
+def output_file(value, name: str = "out", suffix: str = ".mp4", inputs: dict | None = None) -> Path:
     """Where an output goes: a ``suffix`` file (written as what its name says) in an existing folder, never a folder
     and never one of ``inputs`` ({name: path}; the same file by resolved path or inode, hard links included)."""
-    if not isinstance(path, (str, os.PathLike)) or not str(path):
-        raise InputError(f"{name} must be a file path ending in {suffix}; got {describe(path)}")
-    p = Path(path).expanduser()
+    p = path(value, name)
     if p.suffix.lower() != suffix:
         raise InputError(f"{name} {str(p)!r} must end in {suffix} (it is written as {suffix[1:].upper()})")
     if p.is_dir():
@@ -250,7 +258,7 @@ def output_file(path, name: str = "out", suffix: str = ".mp4", inputs: dict | No
     if not p.parent.is_dir():
         raise InputError(f"{name} {str(p)!r}: the folder {str(p.parent)!r} does not exist")
     for input_name, input_path in (inputs or {}).items():
-        if input_path is not None and _same_file(p, Path(input_path).expanduser()):
+        if isinstance(input_path, (str, os.PathLike)) and _same_file(p, path(input_path, input_name)):
             raise InputError(
                 f"{name} {str(p)!r} is the same file as {input_name} {str(input_path)!r}; writing it would destroy "
                 "the input, so choose another output name"

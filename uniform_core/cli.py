@@ -181,6 +181,9 @@ def _check_generate_args(args) -> list:
         if value is not None:
             checks.prompt(value, flag)
     checks.condition(args.task, args.video, args.audio, "--video", "--audio")
+    for flag, value in (("--video", args.video), ("--audio", args.audio), ("--bundle", args.bundle)):
+        if value is not None:
+            checks.path(value, flag)
     checks.device(args.device, "--device")
     inputs = {"--video": args.video, "--audio": args.audio}
     out = checks.output_file(args.out, "--out", inputs=inputs)

@@ -3,7 +3,6 @@ and what came."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import torch
@@ -24,9 +23,7 @@ def _check_frames(frames, name: str) -> torch.Tensor:
 
 
 def _check_file(path, what: str) -> Path:
-    if not isinstance(path, (str, os.PathLike)):
-        raise InputError(f"{what} must be a file path; got {type(path).__name__}")
-    p = Path(path).expanduser()
+    p = checks.path(path, what)
     if not p.is_file():
         raise InputError(f"{what} file not found: {str(p)!r}")
     if p.stat().st_size == 0:
