@@ -6,6 +6,8 @@ import importlib
 import json
 import math
 import os
+import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -324,7 +326,7 @@ def test_nodes_check_socket_types_and_widget_ranges(pack, bundle, dit_calls):
     sampler = nodes["UniFormSampler"]()
     (latent,) = nodes["UniFormTaskLatent"]().run(task="t2av", duration=1, width=32, height=32)
     good = dict(dit=host.prepare(bundle.dit, "dit", "fp32", "auto"), latent=latent, seed=0, steps=1, cfg=1.0)
-    good |= dict(sampler="ddim", batch_size=1)
+    good |= dict(sampler="ddim", batch_size=1, text=encode_text(bundle.text_encoder, "a ball"))
     with pytest.raises(InputError, match="UniForm Sampler: dit must be UNIFORM_DIT \\(from UniForm Load DiT"):
         sampler.run(**(good | {"dit": "a model"}))
     with pytest.raises(InputError, match="UniForm Sampler: latent must be UNIFORM_LATENT"):
@@ -348,3 +350,16 @@ def test_the_largest_seed_allowed_is_one_torch_takes():
     torch.Generator().manual_seed(checks.seed(checks.SEED_MAX))
     with pytest.raises((RuntimeError, ValueError)):
         torch.Generator().manual_seed(checks.SEED_MAX + 1)
+
+
+def test_the_whole_number_rule_is_written_only_in_checks():
+    root = Path(__file__).resolve().parents[1]
+    hand_written = [
+        f"{path.relative_to(root)}:{n}"
+        for folder in ("uniform_core", "nodes")
+        for path in sorted((root / folder).rglob("*.py"))
+        if path.name != "checks.py"
+        for n, line in enumerate(path.read_text().splitlines(), 1)
+        if re.search(r"isinstance\([^)]*\bbool\)", line)
+    ]
+    assert hand_written == [], "use uniform_core.checks.integer / number instead"

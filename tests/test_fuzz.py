@@ -88,9 +88,11 @@ def fuzz():
 def test_cli_generate_flags(fuzz, files, pipe, monkeypatch, tmp_path, capsys):
     # The CLI's own checks are under test; a run that passes them uses the already-loaded tiny pipeline.
     monkeypatch.setattr(UniFormPipeline, "from_bundle", classmethod(lambda cls, *a, **k: pipe))
+    monkeypatch.chdir(tmp_path)  # relative --out names land here
     rng = random.Random(1)
     flags = ["--task", "--prompt", "--negative-prompt", "--video", "--audio", "--out", "--bundle", "--steps"]
     flags += ["--cfg", "--seed", "--sampler", "--duration", "--height", "--width", "--batch", "--device"]
+    flags += ["--precision"]
     for i in range(CALLS_PER_TARGET):
         flag, value = rng.choice(flags), _bad(rng, files)
         args = {"--task": "t2av", "--prompt": "a red ball", "--out": str(tmp_path / f"{i}.mp4"), "--steps": "1"}

@@ -43,11 +43,15 @@ def _main(argv: list[str] | None) -> int:
             logging.basicConfig(level=level, format="%(levelname)s %(message)s")
             return args.run(args) or 0
         except UniFormError as e:
-            if stopped:
-                print(f"{command}: stopped: {e}", file=sys.stderr)
-                return 128 + stopped[0]
-            print(f"{command}: error: {e}", file=sys.stderr)
-            return 2
+            if not stopped:
+                print(f"{command}: error: {e}", file=sys.stderr)
+                return 2
+        except Exception:
+            if not stopped:  # a bug: its traceback is what the report needs
+                raise
+            # else: the handler's Cancelled was wrapped by library code on its way out (torch's load_state_dict does)
+    print(f"{command}: stopped: {signal.Signals(stopped[0]).name} received; nothing more is written", file=sys.stderr)
+    return 128 + stopped[0]
 
 
 @contextlib.contextmanager
@@ -58,6 +62,8 @@ def _stop_on_signals():
     stopped: list[int] = []
 
     def stop(signum, frame):
+        if stopped:  # already stopping: a second signal must not interrupt the way out
+            return
         stopped.append(signum)
         raise Cancelled(f"{signal.Signals(signum).name} received; nothing more is written")
 

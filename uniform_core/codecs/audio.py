@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
+from .. import checks
 from ..checkpoint import load_matching, load_state_dict_file, read_component_config, read_metadata, save_component
 from ..empty_init import empty_init
 from ..errors import CheckpointError, InputError
@@ -302,7 +303,7 @@ class AudioCodec(nn.Module):
                     f"{waveform.shape[1]} samples"
                 )
             num_frames = waveform.shape[1] // self.mel.config.hop_length
-        elif isinstance(num_frames, bool) or not isinstance(num_frames, int) or num_frames < 1 or num_frames % d:
+        elif checks.integer(num_frames, "num_frames (mel frames)", 1) % d:
             raise InputError(f"num_frames must be a positive multiple of {d} mel frames; got {num_frames!r}")
         param = next(self.vae.parameters())
         mel = self.mel.fbank(waveform.to(param.device), num_frames)
@@ -406,9 +407,8 @@ def load_audio_vae(path: str | os.PathLike, scaling_factor: float | None = None)
         "audio VAE",
     )
     if scaling_factor is not None:
-        if isinstance(scaling_factor, bool) or not isinstance(scaling_factor, (int, float)) or not scaling_factor > 0:
-            raise InputError(f"scaling_factor must be a positive number; got {scaling_factor!r}")
-        vae.config = replace(vae.config, scaling_factor=float(scaling_factor))
+        scaling_factor = checks.number(scaling_factor, "scaling_factor", 0.0, above=True)
+        vae.config = replace(vae.config, scaling_factor=scaling_factor)
     return vae
 
 

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .. import checks
 from ..errors import InputError
 
 
@@ -130,8 +131,7 @@ class MelFrontEnd(nn.Module):
         """
         c = self.config
         check_waveform(waveform, "waveform")
-        if isinstance(num_frames, bool) or not isinstance(num_frames, int) or num_frames < 1:
-            raise InputError(f"num_frames (mel frames, 100 per second) must be a positive integer; got {num_frames!r}")
+        checks.integer(num_frames, "num_frames (mel frames, 100 per second)", 1)
         levelled = audioldm_waveform(waveform.float(), num_frames * c.hop_length)
         reach = num_frames * c.hop_length + c.n_fft // 2  # past the last sample of frame num_frames - 1's window
         return self(levelled[:, :reach])[:, :num_frames]

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
+from .. import checks
 from ..checkpoint import load_matching, load_state_dict_file, read_component_config, read_metadata, save_component
 from ..empty_init import empty_init
 from ..errors import CheckpointError, InputError
@@ -128,8 +129,7 @@ class TextEncoder(nn.Module):
         if bad:
             raise InputError(f"every prompt must be a string; got {bad[0]!r} ({type(bad[0]).__name__})")
         max_length = self.config.max_length if max_length is None else max_length
-        if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1:
-            raise InputError(f"max_length must be a positive int (tokens); got {max_length!r}")
+        checks.integer(max_length, "max_length (tokens)", 1)
         tokens = self.tokenizer(
             list(prompts), padding="longest", truncation=True, max_length=max_length, return_tensors="pt"
         )

@@ -26,6 +26,7 @@ import torch
 from einops import rearrange
 from torch import nn
 
+from .. import checks
 from ..checkpoint import load_matching, load_state_dict_file, read_component_config, read_metadata, save_component
 from ..empty_init import empty_init
 from ..errors import CheckpointError, InputError
@@ -107,8 +108,7 @@ class VideoVAE(nn.Module):
 
     def latent_frames(self, num_frames: int) -> int:
         """Latent frames for ``num_frames`` pixel frames: each 17-frame chunk gives 5, a shorter tail ceil(n/4)."""
-        if isinstance(num_frames, bool) or not isinstance(num_frames, int) or num_frames < 1:
-            raise InputError(f"num_frames must be a positive integer; got {num_frames!r}")
+        checks.integer(num_frames, "num_frames", 1)
         full, rest = divmod(num_frames, self.config.micro_frame_size)
         return full * self.config.latent_chunk_frames + (self.temporal_vae.latent_frames(rest) if rest else 0)
 

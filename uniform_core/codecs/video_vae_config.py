@@ -13,6 +13,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .. import checks
 from ..errors import InputError
 
 logger = logging.getLogger(__name__)
@@ -124,8 +125,7 @@ class VideoVAEConfig:
             raise InputError(f"VideoVAEConfig.scale must not contain 0; got {self.scale!r}")
         for name in ("micro_frame_size", "micro_batch_size"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise InputError(f"VideoVAEConfig.{name} must be a positive integer; got {value!r}")
+            checks.integer(value, f"VideoVAEConfig.{name}", 1)
 
     @property
     def image_channels(self) -> int:

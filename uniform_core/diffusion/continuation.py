@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import torch
 
-from ..errors import InputError
+from .. import checks
 from ..tasks import AUDIO_STEPS_PER_LATENT_FRAME
 from .task_latent import _item_shape, keep_mask
 
@@ -28,11 +28,8 @@ def continuation_keep_mask(task: str, video_shape, audio_shape, given_frames: in
     video_shape = _item_shape(video_shape, 4, "video_shape")
     audio_shape = _item_shape(audio_shape, 3, "audio_shape")
     frames = video_shape[1]
-    if isinstance(given_frames, bool) or not isinstance(given_frames, int) or not 0 <= given_frames < frames:
-        raise InputError(
-            f"given_frames must be an int from 0 to {frames - 1} (the window has {frames} latent frames and at least "
-            f"one must be generated); got {given_frames!r}"
-        )
+    name = f"given_frames (the window has {frames} latent frames and at least one must be generated)"
+    checks.integer(given_frames, name, 0, frames - 1)
     given_video = torch.zeros(video_shape, dtype=torch.bool)
     given_video[:, :given_frames] = True
     given_audio = torch.zeros(audio_shape, dtype=torch.bool)

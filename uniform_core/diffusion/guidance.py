@@ -27,7 +27,8 @@ def guidance_scales(cfg) -> dict[str, float]:
     V2A samples off their condition's timing (measured on uniform-tiny, see its model card)."""
     if isinstance(cfg, dict):
         if set(cfg) != set(TASKS):
-            raise InputError(f"cfg must be a number or map each task ({', '.join(TASKS)}) to one; got {cfg!r}")
+            tasks = ", ".join(TASKS)
+            raise InputError(f"cfg must be a number >= 0 or a mapping of each task ({tasks}) to one; got {cfg!r}")
         return {task: checks.cfg(cfg[task], f"cfg[{task!r}]") for task in TASKS}
     return dict.fromkeys(TASKS, checks.cfg(cfg))
 

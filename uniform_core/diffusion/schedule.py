@@ -17,6 +17,7 @@ import math
 
 import torch
 
+from .. import checks
 from ..errors import InputError
 
 
@@ -24,8 +25,7 @@ class NoiseSchedule:
     """Linear-beta DDPM schedule with the tables used by q_sample, the sampler schedulers and the IDDPM loss."""
 
     def __init__(self, num_timesteps: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02):
-        if isinstance(num_timesteps, bool) or not isinstance(num_timesteps, int) or num_timesteps < 2:
-            raise InputError(f"num_timesteps must be an int >= 2; got {num_timesteps!r}")
+        checks.integer(num_timesteps, "num_timesteps", 2)
         if not 0.0 < beta_start < beta_end < 1.0:
             raise InputError(f"betas must satisfy 0 < beta_start < beta_end < 1; got {beta_start!r}, {beta_end!r}")
         self.num_timesteps = num_timesteps

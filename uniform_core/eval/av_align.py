@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .. import checks
 from ..errors import InputError, UniFormError
 
 logger = logging.getLogger(__name__)
@@ -79,8 +80,7 @@ def audio_peaks(waveform, sample_rate: int) -> tuple[list[float], np.ndarray]:
     w = w.astype(np.float32)
     if w.ndim not in (1, 2) or w.shape[-1] == 0:
         raise InputError(f"waveform must have shape (N,) or (C, N) with N > 0; got {tuple(w.shape)}")
-    if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, np.integer)) or sample_rate <= 0:
-        raise InputError(f"sample_rate must be a positive int (Hz); got {sample_rate!r}")
+    checks.integer(sample_rate, "sample_rate (Hz)", 1)
     y = librosa.to_mono(w)
     if sample_rate != AUDIO_RATE:
         y = librosa.resample(y, orig_sr=int(sample_rate), target_sr=AUDIO_RATE, res_type="soxr_hq")

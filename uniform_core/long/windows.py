@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .. import checks
 from ..diffusion.task_latent import TaskLatent
 from ..errors import InputError
 from ..pipeline import Cancel, Progress, SampleOutput, TextConditioning, sample
@@ -40,8 +41,7 @@ def plan_windows(total: int, window: int, overlap: int, done: int = 0) -> list[W
     shorter) and sharing at least ``overlap`` s with what came before it. The last window is moved back to end
     at ``total``, so any whole-second length works; it then shares more than ``overlap``."""
     for name, value, low in (("total", total, 1), ("window", window, 1), ("overlap", overlap, 1), ("done", done, 0)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise InputError(f"{name} must be a whole number of seconds >= {low}; got {value!r}")
+        checks.integer(value, f"{name} (seconds)", low)
     if overlap >= window:
         raise InputError(f"overlap ({overlap} s) must be shorter than the window ({window} s)")
     if done >= total:
@@ -127,8 +127,7 @@ def extend_latent(latent: TaskLatent, seconds: int, condition: torch.Tensor | No
     """``latent`` with ``seconds`` more at its end, zeros where they are to be generated. A2V and V2A need the
     ``condition`` latent of the added seconds (A2V: audio [1 or B, 8, 25 * seconds, 16]; V2A: video
     [1 or B, 4, 5 * seconds, h, w])."""
-    if isinstance(seconds, bool) or not isinstance(seconds, int) or seconds < 1:
-        raise InputError(f"seconds to add must be a whole number >= 1; got {seconds!r}")
+    checks.integer(seconds, "seconds to add", 1)
     added = {"video": seconds * LATENT_FRAMES_PER_CHUNK, "audio": seconds * AUDIO_LATENT_STEPS_PER_SECOND}
     parts = {}
     for name in ("video", "audio"):

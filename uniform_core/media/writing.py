@@ -12,6 +12,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .. import checks
 from ..atomic import atomic_path
 from ..errors import InputError
 from .clips import AudioClip
@@ -37,8 +38,7 @@ def write_mp4(
     way, so dropping the file on the canvas restores the graph). Returns the path."""
     frames = _check_frames(frames, "frames").detach().cpu()
     fps = _check_fps(fps, "fps")
-    if isinstance(crf, bool) or not isinstance(crf, int) or not 0 <= crf <= 51:
-        raise InputError(f"crf must be a whole number from 0 (lossless) to 51 (worst); got {crf!r}")
+    checks.integer(crf, "crf (0 lossless .. 51 worst)", 0, 51)
     t, h, w = frames.shape[:3]
     if h % 2 or w % 2:
         raise InputError(f"frames size {w}x{h} (width x height) must be even on both sides for H.264 yuv420p")

@@ -20,6 +20,7 @@ from types import MappingProxyType
 import numpy as np
 import torch
 
+from .. import checks
 from ..atomic import write_text
 from ..errors import InputError
 from ..tasks import SAMPLE_RATE, VIDEO_FPS
@@ -282,8 +283,7 @@ def make_clip(seed: int, spec: SyntheticSpec = SyntheticSpec()) -> SyntheticClip
     Returns frames (T, H, W, 3) in [0, 1] with T = seconds * fps, a mono waveform (N,) with N = seconds *
     sample_rate, the caption, the sorted impact times (s) and the attributes behind them.
     """
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise InputError(f"seed must be an int >= 0; got {seed!r}")
+    checks.integer(seed, "seed", 0)
     rng = np.random.default_rng([int(seed), 0x5EED])
     n_obj = 1 if spec.max_objects == 1 else int(rng.integers(1, 3))
     shapes = [SHAPES[i] for i in rng.choice(len(SHAPES), size=n_obj, replace=False)]
