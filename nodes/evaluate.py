@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 
-from uniform_core import checks, media
+from uniform_core import media
 from uniform_core.errors import UniFormError
 from uniform_core.eval.av_align import av_align, plot_av_align
 
@@ -48,7 +48,7 @@ class UniFormAVSync(UniFormNode):
                 f"AV-align needs {' and '.join(missing)}, which ComfyUI's Python lacks; install them there: {_FIX}"
             )
         clip = media.from_comfy_audio(audio)
-        result = av_align(checks.frames(frames), checks.fps(fps), clip.waveform, clip.sample_rate)
+        result = av_align(frames, fps, clip.waveform, clip.sample_rate)
         return (result.score, plot_av_align(result).unsqueeze(0))
 
 

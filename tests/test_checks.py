@@ -331,7 +331,7 @@ def test_nodes_check_socket_types_and_widget_ranges(pack, bundle, dit_calls):
         sampler.run(**(good | {"dit": "a model"}))
     with pytest.raises(InputError, match="UniForm Sampler: latent must be UNIFORM_LATENT"):
         sampler.run(**(good | {"latent": torch.zeros(1, 4, 5, 4, 4)}))
-    with pytest.raises(InputError, match="UniForm Sampler: steps must be a whole number from 1 to 1000; got 0"):
+    with pytest.raises(InputError, match="UniForm Sampler: steps must be an integer from 1 to 1000; got 0"):
         sampler.run(**(good | {"steps": 0}))
     with pytest.raises(InputError, match="UniForm Sampler: cfg must be a finite number from 0.0 to 100.0; got inf"):
         sampler.run(**(good | {"cfg": math.inf}))
@@ -340,7 +340,7 @@ def test_nodes_check_socket_types_and_widget_ranges(pack, bundle, dit_calls):
     assert dit_calls == []
     with pytest.raises(InputError, match="UniForm Save Video \\+ Audio: frames must be a \\(T, H, W, 3\\) tensor"):
         nodes["UniFormSaveAV"]().run(frames=[[0]], fps=17.0, filename_prefix="x")
-    with pytest.raises(InputError, match="UniForm Task Latent: width must be a whole number from 16 to 2048"):
+    with pytest.raises(InputError, match="UniForm Task Latent: width must be an integer from 16 to 2048"):
         nodes["UniFormTaskLatent"]().run(task="t2av", duration=1, width=100_000, height=32)
     with pytest.raises(InputError, match="UniForm Text Encode: input 'negative_prompt' is missing"):
         nodes["UniFormTextEncode"]().run(text_encoder=None, prompt="x")

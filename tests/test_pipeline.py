@@ -239,7 +239,11 @@ def test_a_bundle_can_guide_each_task_with_its_own_scale(tmp_path, monkeypatch):
     assert seen == [2.0, 1.0, 0.5, 4.0]
 
     info = json.loads((folder / "bundle.json").read_text())
-    for bad in ({"t2av": 2.0, "a2v": 1.0}, {"t2av": 2.0, "a2v": 1.0, "v2a": -1.0}, {"t2av": 2, "a2v": 1, "t2a": 1}):
+    for bad, words in (
+        ({"t2av": 2.0, "a2v": 1.0}, r"cfg must be a number >= 0 or a mapping of each"),
+        ({"t2av": 2.0, "a2v": 1.0, "v2a": -1.0}, r"cfg\['v2a'\] must be a number from 0.0 to 100.0"),
+        ({"t2av": 2, "a2v": 1, "t2a": 1}, r"cfg must be a number >= 0 or a mapping of each"),
+    ):
         (folder / "bundle.json").write_text(json.dumps(info | {"cfg": bad}))
-        with pytest.raises(CheckpointError, match=r"bundle\.json: cfg must be a number >= 0 or a mapping of each"):
+        with pytest.raises(CheckpointError, match=r"bundle\.json: " + words):
             load_bundle(folder)

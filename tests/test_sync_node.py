@@ -61,7 +61,7 @@ def test_stereo_audio_at_another_rate_is_accepted(node):
     [
         ({"frames": "not frames"}, "frames must have shape"),
         ({"frames": torch.rand(1, 32, 32, 3)}, "at least 2 video frames"),
-        ({"fps": 0.0}, "fps must be positive"),
+        ({"fps": 0.0}, "fps must be a number from 1.0"),  # the widget's range
         ({"audio": torch.zeros(16000)}, "AUDIO must be a dict"),
         ({"audio": {"waveform": torch.zeros(2, 1, 16000), "sample_rate": SR}}, "batch of 2"),
     ],

@@ -2,7 +2,7 @@
 
 Each check takes the value and the name the user knows it by (``--seed``, ``seed``, ``frames``), returns the value
 in its normal form, or raises :class:`InputError` naming the input, what is allowed and what came. Nothing here
-reads or writes a file, so a value is refused before any work starts.
+writes or loads anything, so a value is refused before any work starts.
 """
 
 from __future__ import annotations
@@ -43,10 +43,11 @@ def describe(value) -> str:
 
 def integer(value, name: str, low: int | None = None, high: int | None = None) -> int:
     """A whole number (not a bool, not a float) in [low, high]."""
+    wanted = "a positive integer" if (low, high) == (1, None) else f"an integer{_range(low, high)}"
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise InputError(f"{name} must be a whole number{_range(low, high)}; got {describe(value)}")
+        raise InputError(f"{name} must be {wanted}; got {describe(value)}")
     if (low is not None and value < low) or (high is not None and value > high):
-        raise InputError(f"{name} must be a whole number{_range(low, high)}; got {value!r}")
+        raise InputError(f"{name} must be {wanted}; got {value!r}")
     return int(value)
 
 
