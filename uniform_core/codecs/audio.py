@@ -303,7 +303,7 @@ class AudioCodec(nn.Module):
                     f"{waveform.shape[1]} samples"
                 )
             num_frames = waveform.shape[1] // self.mel.config.hop_length
-        elif checks.integer(num_frames, "num_frames (mel frames)", 1) % d:
+        elif checks.integer(num_frames, f"num_frames (a positive multiple of {d} mel frames)", 1) % d:
             raise InputError(f"num_frames must be a positive multiple of {d} mel frames; got {num_frames!r}")
         param = next(self.vae.parameters())
         mel = self.mel.fbank(waveform.to(param.device), num_frames)
