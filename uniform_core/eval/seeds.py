@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .. import checks
 from ..errors import InputError
 from ..train.synthetic import HELDOUT_FIRST_SEED
 
@@ -40,13 +41,9 @@ def choose_seeds(first: int | None, clips: int, allow_tuning: bool = False) -> S
 
     Raises InputError for seeds below the held-out ranges (training seeds), for a range that overlaps the tuning
     seeds unless ``allow_tuning``, and for one that straddles the two ranges."""
-    if isinstance(clips, bool) or not isinstance(clips, int) or clips < 2:
-        raise InputError(f"clips must be an integer >= 2 (the shuffled baseline pairs clips); got {clips!r}")
+    checks.integer(clips, "clips", 2)  # the shuffled baseline pairs clips
     first = REPORT_SEEDS.start if first is None else first
-    if isinstance(first, bool) or not isinstance(first, int) or first < HELDOUT_FIRST_SEED:
-        raise InputError(
-            f"--first-seed must be an integer >= {HELDOUT_FIRST_SEED} (lower seeds are training clips); got {first!r}"
-        )
+    checks.integer(first, "--first-seed (lower seeds are training clips)", HELDOUT_FIRST_SEED)
     last = first + clips - 1
     for name, seeds in (("report", REPORT_SEEDS), ("tuning", TUNING_SEEDS)):
         if seeds.start <= first and last < seeds.stop:
