@@ -35,8 +35,10 @@ def test_no_tracked_file_holds_an_absolute_path_of_a_machine():
 
 
 def test_the_pattern_finds_what_it_is_for():
-    home = "/" + MACHINE_FOLDERS[2] + "/me/data.wav"
-    hits = [f"open('{home}')", "x = Path('/" + MACHINE_FOLDERS[0] + "/shared/golden')", "C:\\" + "Users\\me\\clip.mp4"]
+    # built from parts so that this file holds no absolute path itself
+    home = "/".join(["", MACHINE_FOLDERS[2], "me", "data.wav"])
+    shared = "/".join(["", MACHINE_FOLDERS[0], "shared", "golden"])
+    hits = [f"open('{home}')", f"x = Path('{shared}')", "C:\\" + "Users\\me\\clip.mp4"]
     misses = ["https://example.org/home/page", "./tmp/out.mp4", "tests/data/golden", "~/ComfyUI/models"]
     assert all(ABSOLUTE_PATH.search(s) for s in hits)
     assert not any(ABSOLUTE_PATH.search(s) for s in misses)
