@@ -247,3 +247,13 @@ def test_a_bundle_can_guide_each_task_with_its_own_scale(tmp_path, monkeypatch):
         (folder / "bundle.json").write_text(json.dumps(info | {"cfg": bad}))
         with pytest.raises(CheckpointError, match=r"bundle\.json: " + words):
             load_bundle(folder)
+
+
+def test_a_picture_larger_than_the_model_takes_is_scaled_as_a_whole():
+    from uniform_core.checks import MAX_SIDE
+    from uniform_core.stages import model_size
+
+    assert model_size(2160, 3840) == (1152, MAX_SIDE)  # 16:9 stays 16:9, not a square crop of a 2048 cut
+    assert model_size(4096, 1024) == (MAX_SIDE, 512)
+    assert model_size(70, 90) == (64, 80)  # within the limit: only cropped to multiples of 16
+    assert model_size(1, 1) == (16, 16)

@@ -33,7 +33,7 @@ from .stages import (
     encode_text,
     encode_video,
     make_task_latent,
-    model_side,
+    model_size,
     sample,
 )
 from .tasks import TASKS, VIDEO_FPS, generates_audio, generates_video
@@ -201,10 +201,8 @@ def _read_video_input(path, duration: int | None, height: int | None, width: int
     """A video file at the model's 17 fps by its timestamps and at the model size (checked first), resized while
     it is decoded, so a large file never sits in memory at full size; at most ``duration`` s (None: 16 s, the
     longest clip)."""
-    shown_h, shown_w = media.picture_size(path)
-    size = checks.size(
-        model_side(shown_h) if height is None else height, model_side(shown_w) if width is None else width
-    )
+    own_h, own_w = model_size(*media.picture_size(path))
+    size = checks.size(own_h if height is None else height, own_w if width is None else width)
     seconds = checks.MAX_SECONDS if duration is None else checks.duration(duration)
     return media.read_video(path, fps=VIDEO_FPS, size=size, duration=seconds, with_audio=False)
 

@@ -120,8 +120,9 @@ def encode_video(
     frames = checks.frames(frames, "frames")
     fps = checks.fps(fps)
     seconds = checks.duration(_whole_seconds(frames.shape[0] / fps) if duration is None else duration)
-    height = model_side(frames.shape[1]) if height is None else height
-    width = model_side(frames.shape[2]) if width is None else width
+    own_height, own_width = model_size(frames.shape[1], frames.shape[2])
+    height = own_height if height is None else height
+    width = own_width if width is None else width
     checks.size(height, width)
     conformed, notes = media.conform_video(frames, fps, VIDEO_FPS, seconds * FRAMES_PER_CHUNK, height, width)
     device = _device_of(video_vae)
@@ -355,10 +356,12 @@ def _whole_seconds(seconds: float) -> int:
     return max(1, min(checks.MAX_SECONDS, int(seconds)))
 
 
-def model_side(pixels: int) -> int:
-    """The input's size for the model: the largest multiple of 16 px not above ``pixels`` (center-cropped to
-    it), at least 16 and at most the largest size the model takes (scaled down to it)."""
-    return min(checks.MAX_SIDE, max(16, pixels // 16 * 16))
+def model_size(height: int, width: int) -> tuple[int, int]:
+    """The input's size for the model: a picture larger than the model takes is first scaled down as a whole
+    (both sides by one factor, so a 3840x2160 clip becomes 2048x1152, not a square crop), then each side is the
+    largest multiple of 16 px not above it (center-cropped to it), at least 16."""
+    scale = min(1.0, checks.MAX_SIDE / max(height, width))
+    return tuple(max(16, int(side * scale) // 16 * 16) for side in (height, width))
 
 
 def _device_of(module: torch.nn.Module) -> torch.device:

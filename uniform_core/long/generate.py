@@ -31,7 +31,7 @@ from ..pipeline import (
     encode_text,
     make_task_latent,
 )
-from ..stages import model_side
+from ..stages import model_size
 from ..tasks import (
     AUDIO_LATENT_STEPS_PER_SECOND,
     FRAMES_PER_CHUNK,
@@ -58,8 +58,9 @@ def encode_video_long(pipe: UniFormPipeline, clip: media.VideoClip, duration, he
     """The V2A condition of a whole clip: frames conformed to 17 fps, whole seconds and a multiple of 16 px, then
     encoded ``window`` seconds at a time (the VAE encodes each 1 s chunk on its own, so this is exact)."""
     seconds = _seconds_of(duration, clip.frames.shape[0], clip.fps)
-    h = model_side(clip.frames.shape[1]) if height is None else height
-    w = model_side(clip.frames.shape[2]) if width is None else width
+    own_h, own_w = model_size(clip.frames.shape[1], clip.frames.shape[2])
+    h = own_h if height is None else height
+    w = own_w if width is None else width
     checks.size(h, w)
     frames, notes = media.conform_video(clip.frames, clip.fps, VIDEO_FPS, seconds * FRAMES_PER_CHUNK, h, w)
     vae = pipe.bundle.video_vae
