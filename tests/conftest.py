@@ -28,3 +28,19 @@ def load_pack():
 @pytest.fixture(scope="session")
 def pack():
     return load_pack()
+
+
+@pytest.fixture(scope="module")
+def bundle():
+    """A randomly initialised tiny bundle (seed 0), one per test module; a module may define its own."""
+    from uniform_core.bundle import random_tiny_bundle
+
+    return random_tiny_bundle(seed=0)
+
+
+@pytest.fixture(scope="module")
+def pipe(bundle):
+    """The pipeline over this module's ``bundle``."""
+    from uniform_core.pipeline import UniFormPipeline
+
+    return UniFormPipeline(bundle)

@@ -14,7 +14,7 @@ import torch
 from safetensors.torch import save_file
 
 from uniform_core import checks, media
-from uniform_core.bundle import load_bundle, random_tiny_bundle, save_bundle
+from uniform_core.bundle import load_bundle, save_bundle
 from uniform_core.cli import main
 from uniform_core.diffusion.samplers import make_scheduler
 from uniform_core.errors import CheckpointError, InputError
@@ -29,16 +29,6 @@ from uniform_core.pipeline import (
     make_task_latent,
     sample,
 )
-
-
-@pytest.fixture(scope="module")
-def bundle():
-    return random_tiny_bundle(seed=0)
-
-
-@pytest.fixture(scope="module")
-def pipe(bundle):
-    return UniFormPipeline(bundle)
 
 
 @pytest.fixture(scope="module")

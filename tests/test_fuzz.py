@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from uniform_core import cli, media
-from uniform_core.bundle import random_tiny_bundle, save_bundle
+from uniform_core.bundle import save_bundle
 from uniform_core.errors import UniFormError
 from uniform_core.pipeline import UniFormPipeline, encode_audio, encode_video, make_task_latent, sample
 
@@ -22,16 +22,6 @@ NUMBERS = [math.nan, math.inf, -math.inf, 1e30, -1e30, -1, 0, 2**64, 2**70, -(2*
 TYPES = [None, [], {}, (), object(), b"1", 1j, "1", True, np.float64("nan"), np.int64(-5), torch.zeros(2)]
 STRINGS = ["", " ", "\x00", "\ud800", "a\udcffb", "../../etc/passwd", "/", "x" * 5000, "\n\t", "NaN", "-1", "1e309"]
 STRINGS += ["0x10", "inf", "🎵 ♪", "a\x00b.mp4", "con.mp4", "x.wav", "~/nowhere/x.mp4"]
-
-
-@pytest.fixture(scope="module")
-def bundle():
-    return random_tiny_bundle(seed=0)
-
-
-@pytest.fixture(scope="module")
-def pipe(bundle):
-    return UniFormPipeline(bundle)
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,6 @@ import pytest
 import torch
 
 from uniform_core import media
-from uniform_core.bundle import random_tiny_bundle
 from uniform_core.diffusion.continuation import continuation_keep_mask
 from uniform_core.diffusion.guidance import make_model_fn
 from uniform_core.diffusion.task_latent import keep_mask, pack
@@ -16,19 +15,9 @@ from uniform_core.errors import InputError
 from uniform_core.long import decode_long, extend_latent, generate_long, plan_windows, sample_long
 from uniform_core.long.codec_segments import decode_audio_long, segments
 from uniform_core.long.windows import window_latent
-from uniform_core.pipeline import UniFormPipeline, encode_text, make_task_latent, sample
+from uniform_core.pipeline import encode_text, make_task_latent, sample
 
 SIZE = 32
-
-
-@pytest.fixture(scope="module")
-def bundle():
-    return random_tiny_bundle(seed=0)
-
-
-@pytest.fixture(scope="module")
-def pipe(bundle):
-    return UniFormPipeline(bundle)
 
 
 @pytest.fixture(scope="module")

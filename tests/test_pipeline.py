@@ -19,16 +19,6 @@ from uniform_core.pipeline import (
 )
 
 
-@pytest.fixture(scope="module")
-def bundle():
-    return random_tiny_bundle(seed=0)
-
-
-@pytest.fixture(scope="module")
-def pipe(bundle):
-    return UniFormPipeline(bundle)
-
-
 def _frames(seconds=1, size=64, fps=17):
     t = torch.linspace(0, 1, seconds * fps).view(-1, 1, 1, 1)
     return (t * torch.rand(1, size, size, 3, generator=torch.Generator().manual_seed(1))).clamp(0, 1)
