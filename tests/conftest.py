@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+sys.path.insert(0, str(Path(__file__).parent))  # test helper modules (comfy_host, fault_injection) by plain import
+
 PACK_DIR = Path(__file__).resolve().parents[1]
 PACK_MODULE = "uniform_pack_under_test"
 
@@ -44,3 +46,34 @@ def pipe(bundle):
     from uniform_core.pipeline import UniFormPipeline
 
     return UniFormPipeline(bundle)
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory):
+    """One real ComfyUI server for every test module that needs it (``comfy_host``); skipped without a checkout."""
+    from comfy_host import COMFY_DIR, Server
+
+    if not COMFY_DIR:
+        pytest.skip("no ComfyUI to test against: set UNIFORM_COMFYUI_DIR")
+    srv = Server(tmp_path_factory.mktemp("comfyui"))
+    try:
+        srv.wait_ready()
+        yield srv
+    finally:
+        srv.stop()
+
+
+@pytest.fixture(scope="session")
+def uploaded_video(server, tmp_path_factory) -> str:
+    """An MP4 with sound (a synthetic clip at 24 fps) uploaded to the server's input folder."""
+    from comfy_host import MEDIA_FPS, MEDIA_SECONDS
+
+    from uniform_core import media
+    from uniform_core.train.synthetic import SyntheticSpec, make_clip
+
+    spec = SyntheticSpec(seconds=MEDIA_SECONDS)
+    clip = make_clip(3, spec)
+    frames = media.resample_fps(clip.frames, spec.fps, MEDIA_FPS)
+    path = tmp_path_factory.mktemp("media") / "uniform_test_clip.mp4"
+    media.write_mp4(path, frames, MEDIA_FPS, media.AudioClip(clip.waveform.view(1, -1), spec.sample_rate))
+    return server.upload(path)

@@ -1,232 +1,37 @@
 """End to end on a real ComfyUI server: the pack loads, every API workflow runs, Cancel and bad input are survived.
 
-Needs a ComfyUI checkout: ``UNIFORM_COMFYUI_DIR=/path/to/ComfyUI`` and, if its packages live elsewhere,
-``UNIFORM_COMFYUI_PYTHON=/path/to/venv/bin/python`` (with this library installed there: ``pip install -e .``).
-The server runs on 127.0.0.1 with ``--cpu`` and fresh input/output/temp/user folders; the pack is linked into a
-temporary custom_nodes folder given through ``--extra-model-paths-config``, so the checkout is not touched.
+The server and its helpers are in ``comfy_host.py``; see there for what the tests need.
 """
 
 from __future__ import annotations
 
 import copy
-import importlib.util
 import io
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
 import time
 import uuid
 import wave
-from pathlib import Path
 
 import av
 import pytest
 import requests
-
-from uniform_core import media
-from uniform_core.bundle import default_bundle_available, random_tiny_bundle, save_bundle
-from uniform_core.train.synthetic import SyntheticSpec, make_clip
-
-COMFY_DIR = os.environ.get("UNIFORM_COMFYUI_DIR")
-COMFY_PYTHON = os.environ.get("UNIFORM_COMFYUI_PYTHON", sys.executable)
-pytestmark = pytest.mark.skipif(
-    not COMFY_DIR,
-    reason="no ComfyUI to test against: set UNIFORM_COMFYUI_DIR to a ComfyUI checkout "
-    "(and UNIFORM_COMFYUI_PYTHON to the Python that runs it)",
+from comfy_host import (
+    API_DIR,
+    API_FILES,
+    EMBEDDED_BUNDLE,
+    LINK_NAME,
+    MEDIA_EXTENSIONS,
+    Server,
+    assert_success,
+    expected_seconds,
+    load_prompt,
+    load_test_module,
+    messages,
+    node_of,
+    requires_comfyui,
 )
 
-PACK_DIR = Path(__file__).resolve().parents[1]
-API_DIR = PACK_DIR / "workflows" / "api"
-API_FILES = sorted(API_DIR.glob("*.json"))
-LINK_NAME = "ComfyUI-UniForm"
-EMBEDDED_BUNDLE = "uniform-tiny (embedded)"
-START_TIMEOUT = 420  # s; a cold start takes 10-25 s, over 180 s on a busy 2-core machine
-RUN_TIMEOUT = 600  # s per prompt
-MEDIA_SECONDS = 2  # length of the uploaded test video
-MEDIA_EXTENSIONS = (".mp4", ".webm", ".flac", ".mp3", ".opus", ".wav")
-MEDIA_FPS = 24.0  # not the model's 17 fps, so conforming is exercised
-EXTEND_SECONDS = 2  # what the long workflow's Extend adds in these runs
-
-
-def _load_test_module(name: str):
-    spec = importlib.util.spec_from_file_location(f"uniform_{name}", Path(__file__).with_name(f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    """A ComfyUI server process and the few HTTP calls the tests make."""
-
-    def __init__(self, root: Path):
-        self.root = root
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = root / "server.log"
-        dirs = {name: root / name for name in ("input", "output", "temp", "user", "custom_nodes")}
-        for d in dirs.values():
-            d.mkdir()
-        (dirs["custom_nodes"] / LINK_NAME).symlink_to(PACK_DIR, target_is_directory=True)
-        paths = {"custom_nodes": str(dirs["custom_nodes"])}
-        self.bundle = EMBEDDED_BUNDLE
-        if not default_bundle_available():  # until the embedded default is trained, run the graphs on random weights
-            save_bundle(random_tiny_bundle(0), root / "models" / "random-tiny")
-            paths["uniform"] = str(root / "models")
-            self.bundle = "random-tiny"
-        config = root / "extra_model_paths.yaml"
-        config.write_text(json.dumps({"uniform_test": paths}))
-        self.output_dir = dirs["output"]
-        args = [COMFY_PYTHON, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(self.port)]
-        args += ["--disable-auto-launch", "--database-url", "sqlite:///:memory:"]
-        args += ["--extra-model-paths-config", str(config)]
-        for name in ("input", "output", "temp", "user"):
-            args += [f"--{name}-directory", str(dirs[name])]
-        env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
-        self.log = open(self.log_path, "wb")  # noqa: SIM115 (closed in stop)
-        self.proc = subprocess.Popen(args, cwd=COMFY_DIR, stdout=self.log, stderr=subprocess.STDOUT, env=env)
-
-    def wait_ready(self) -> None:
-        deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, f"ComfyUI exited with {self.proc.returncode}:\n{self.log_text()[-4000:]}"
-            try:
-                if requests.get(f"{self.url}/system_stats", timeout=5).ok:
-                    return
-            except requests.ConnectionError:
-                pass
-            time.sleep(1)
-        raise AssertionError(f"ComfyUI did not answer within {START_TIMEOUT} s:\n{self.log_text()[-4000:]}")
-
-    def log_text(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-        self.log.close()
-
-    def get(self, path: str, **kwargs):
-        r = requests.get(f"{self.url}{path}", timeout=30, **kwargs)
-        r.raise_for_status()
-        return r
-
-    def upload(self, path: Path) -> str:
-        with open(path, "rb") as f:
-            r = requests.post(
-                f"{self.url}/upload/image",
-                files={"image": (path.name, f, "video/mp4")},
-                data={"type": "input", "overwrite": "true"},
-                timeout=30,
-            )
-        r.raise_for_status()
-        return r.json()["name"]
-
-    def queue(self, prompt: dict, workflow: dict | None = None) -> str:
-        """Queue an API-format ``prompt``; ``workflow`` (UI format) is embedded in the outputs, as the UI does."""
-        body = {"prompt": prompt}
-        if workflow is not None:
-            body["extra_data"] = {"extra_pnginfo": {"workflow": workflow}}
-        r = requests.post(f"{self.url}/prompt", json=body, timeout=30)
-        assert r.status_code == 200, f"prompt rejected ({r.status_code}): {r.text[:2000]}"
-        body = r.json()
-        assert not body.get("node_errors"), f"prompt partly invalid: {body['node_errors']}"
-        return body["prompt_id"]
-
-    def wait(self, prompt_id: str, timeout: float = RUN_TIMEOUT) -> dict:
-        """The history entry of ``prompt_id`` once it has finished (success, error or interrupted)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, f"ComfyUI died:\n{self.log_text()[-4000:]}"
-            entry = self.get(f"/history/{prompt_id}").json().get(prompt_id)
-            if entry and entry.get("status", {}).get("completed") is not None:
-                if entry["status"]["status_str"] in ("success", "error"):
-                    return entry
-            time.sleep(0.5)
-        requests.post(f"{self.url}/interrupt", timeout=10)
-        raise AssertionError(f"prompt {prompt_id} did not finish within {timeout} s")
-
-    def running(self, prompt_id: str) -> bool:
-        return any(item[1] == prompt_id for item in self.get("/queue").json()["queue_running"])
-
-
-def messages(entry: dict) -> dict:
-    return {event: data for event, data in entry["status"]["messages"]}
-
-
-def assert_success(entry: dict) -> None:
-    if entry["status"]["status_str"] != "success":
-        error = messages(entry).get("execution_error", {})
-        raise AssertionError(
-            f"run failed in {error.get('node_type')}: {error.get('exception_message')}\n"
-            + "".join(error.get("traceback", []))
-        )
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    srv = Server(tmp_path_factory.mktemp("comfyui"))
-    try:
-        srv.wait_ready()
-        yield srv
-    finally:
-        srv.stop()
-
-
-@pytest.fixture(scope="module")
-def uploaded_video(server, tmp_path_factory) -> str:
-    """An MP4 with sound (a synthetic clip at 24 fps) uploaded to the server's input folder."""
-    spec = SyntheticSpec(seconds=MEDIA_SECONDS)
-    clip = make_clip(3, spec)
-    frames = media.resample_fps(clip.frames, spec.fps, MEDIA_FPS)
-    path = tmp_path_factory.mktemp("media") / "uniform_test_clip.mp4"
-    media.write_mp4(path, frames, MEDIA_FPS, media.AudioClip(clip.waveform.view(1, -1), spec.sample_rate))
-    return server.upload(path)
-
-
-def load_prompt(server: Server, path: Path, uploaded_video: str) -> dict:
-    prompt = json.loads(path.read_text())
-    for node in prompt.values():
-        if node["class_type"] == "UniFormLoadBundle" and node["inputs"]["bundle"] == EMBEDDED_BUNDLE:
-            node["inputs"]["bundle"] = server.bundle
-        if node["class_type"] == "LoadVideo":
-            node["inputs"]["file"] = uploaded_video
-        if node["class_type"] == "LoadAudio":
-            node["inputs"]["audio"] = uploaded_video
-        if node["class_type"] == "UniFormExtend":  # 2 windows, not 28: the 30 s graph takes over 10 min on 2 cores
-            node["inputs"]["seconds"] = min(node["inputs"]["seconds"], EXTEND_SECONDS)
-    return prompt
-
-
-def expected_seconds(prompt: dict) -> int:
-    """Length of the clip the graph makes: the t2av duration (plus what Extend adds), else the length of its
-    condition."""
-    by_type = {node["class_type"]: node["inputs"] for node in prompt.values()}
-    if by_type["UniFormTaskLatent"]["task"] == "t2av":
-        return by_type["UniFormTaskLatent"]["duration"] + by_type.get("UniFormExtend", {}).get("seconds", 0)
-    for encoder in ("UniFormVideoEncode", "UniFormAudioEncode"):
-        if by_type.get(encoder, {}).get("duration"):
-            return by_type[encoder]["duration"]
-    if "UniFormExampleClip" in by_type:
-        return by_type["UniFormExampleClip"]["duration"]
-    return MEDIA_SECONDS
-
-
-def node_of(prompt: dict, class_type: str) -> tuple[str, dict]:
-    return next((i, n) for i, n in prompt.items() if n["class_type"] == class_type)
+pytestmark = requires_comfyui
 
 
 # ---- tests --------------------------------------------------------------------------------------------------
@@ -276,7 +81,7 @@ def test_native_node_definitions_used_by_the_workflow_checks_match_the_server(se
     must accept every graph written against that description: the described outputs come first, every described
     input is served with the same kind (combos: the described choices are offered), and whatever the server adds
     beyond it is optional."""
-    native = _load_test_module("test_workflows").NATIVE_NODES
+    native = load_test_module("test_workflows").NATIVE_NODES
     info = server.get("/object_info").json()
     for name, spec in native.items():
         assert name in info, f"native node {name} is not served (missing dependency, e.g. torchaudio?)"
@@ -381,7 +186,7 @@ def served_specs(server: Server):
     """test_workflows.py's node specs, built from this server's /object_info, so the UI workflows are checked
     against what the running ComfyUI serves, not against a copy. Optional inputs that a newer ComfyUI added to a
     native node (Create Video's bit_depth) are left out: a graph saved without them keeps their defaults."""
-    workflows = _load_test_module("test_workflows")
+    workflows = load_test_module("test_workflows")
     native = {}
     for name, served in server.get("/object_info").json().items():
         spec = workflows.NATIVE_NODES.get(name, {})

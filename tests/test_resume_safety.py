@@ -10,11 +10,12 @@ import logging
 import os
 import pickle
 import signal
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from fault_injection import MICRO, kill_and_resume
+from test_train import _cache
 
 from uniform_core import checkpoint as checkpoint_module
 from uniform_core.bundle import load_bundle, random_tiny_bundle, save_bundle
@@ -26,10 +27,6 @@ from uniform_core.train.latent_cache import LatentCache
 from uniform_core.train.log import LossLog, read_log
 from uniform_core.train.recipe import make_accelerator, resolve_run, train_bundle
 from uniform_core.train.trainer import DiTTrainer
-
-sys.path.insert(0, str(Path(__file__).parent))  # the fault-injection helper and test_train's latents sit beside us
-from fault_injection import MICRO, kill_and_resume  # noqa: E402
-from test_train import _cache  # noqa: E402
 
 CFG = DiTTrainConfig(
     preset="micro", steps=3, batch_size=2, warmup_steps=1, checkpoint_every=1, keep_checkpoints=3, log_every=1
