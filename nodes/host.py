@@ -27,6 +27,7 @@ import torch
 
 from uniform_core.atomic import write_bytes
 from uniform_core.bundle import COMPONENT_FILES
+from uniform_core.checks import is_inside
 from uniform_core.errors import InputError
 from uniform_core.precision import PRECISIONS as POLICY_PRECISIONS
 from uniform_core.precision import part_dtype, part_name
@@ -149,13 +150,6 @@ def _inside_model_dirs(path: str, name: str, input_name: str) -> str:
             "put the file itself (not a link to elsewhere) there"
         )
     return real
-
-
-def is_inside(path: str, folder: str) -> bool:
-    """Whether ``path`` really lies in ``folder``, after resolving ``..`` and symlinks on both: the one rule for
-    every file a node reads or writes."""
-    real, root = os.path.realpath(path), os.path.realpath(folder)
-    return os.path.commonpath((real, root)) == root
 
 
 # ---- example inputs ---------------------------------------------------------------------------------------

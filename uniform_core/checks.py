@@ -248,6 +248,13 @@ def path(value, name: str) -> Path:
     return Path(os.fsdecode(raw))
 
 
+def is_inside(path: str | os.PathLike, folder: str | os.PathLike) -> bool:
+    """Whether ``path`` really lies in ``folder``, after resolving ``..`` and symlinks on both: the one rule for
+    every file read from a folder a user names (node inputs, the files a training CSV lists)."""
+    real, root = os.path.realpath(path), os.path.realpath(folder)
+    return os.path.commonpath((real, root)) == root
+
+
 def output_file(value, name: str = "out", suffix: str = ".mp4", inputs: dict | None = None) -> Path:
     """Where an output goes: a ``suffix`` file (written as what its name says) in an existing folder, never a folder
     and never one of ``inputs`` ({name: path}; the same file by resolved path or inode, hard links included)."""

@@ -5,15 +5,16 @@ by its presentation timestamps (a variable-frame-rate file keeps its timing and 
 the requested size while they are decoded, and every file is written whole or not at all, byte-identical for the
 same input.
 
-Modules: ``clips`` (the types), ``validation`` (checks of given values), ``probe`` (headers), ``video_reader`` /
-``audio_reader`` (decoding), ``conform`` (rate, size and length changes with notes), ``writing`` (MP4 out),
-``comfy`` (ComfyUI AUDIO / VIDEO interop).
+Modules: ``clips`` (the types), ``in_memory`` (a file's bytes in place of its path), ``validation`` (checks of
+given values), ``probe`` (headers), ``video_reader`` / ``audio_reader`` (decoding), ``conform`` (rate, size and
+length changes with notes), ``writing`` (MP4 out), ``comfy`` (ComfyUI AUDIO / VIDEO interop).
 """
 
 from .audio_reader import read_audio
 from .clips import AudioClip, MediaInfo, VideoClip
 from .comfy import file_source, from_comfy_audio, from_comfy_video, to_comfy_audio
 from .conform import conform_audio, conform_video, resample_audio, resample_fps, resize_center_crop, to_mono
+from .in_memory import MediaBytes
 from .probe import probe
 from .video_reader import picture_size, read_video
 from .writing import AAC_SAMPLE_RATES, write_mp4
@@ -21,6 +22,7 @@ from .writing import AAC_SAMPLE_RATES, write_mp4
 __all__ = [
     "AAC_SAMPLE_RATES",
     "AudioClip",
+    "MediaBytes",
     "MediaInfo",
     "VideoClip",
     "conform_audio",

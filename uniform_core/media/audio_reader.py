@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from ..errors import InputError
 from .clips import AudioClip
 from .conform import _seconds, resample_audio, to_mono
+from .in_memory import MediaBytes
 from .probe import _open, _stream_origin
 from .validation import _check_file, _check_rate, _check_window
 
@@ -122,8 +123,11 @@ def _claimed_end(p: Path, c, stream, origin: float) -> float | None:
 def _wav_data_seconds(p: Path) -> float | None:
     """Seconds of sound a RIFF/WAVE header says its data chunk holds. FFmpeg measures a WAV by its size on disk, so
     a file cut short would pass for a shorter complete one; the header still says how long it was."""
-    with open(p, "rb") as f:
-        head = f.read(1 << 16)
+    if isinstance(p, MediaBytes):
+        head = p.data[: 1 << 16]
+    else:
+        with open(p, "rb") as f:
+            head = f.read(1 << 16)
     if head[:4] != b"RIFF" or head[8:12] != b"WAVE":
         return None
     pos, byte_rate = 12, None

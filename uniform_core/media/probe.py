@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import av
 
 from ..errors import InputError
 from .clips import MediaInfo
+from .in_memory import MediaBytes
 from .validation import _check_file
 
 
@@ -18,9 +20,9 @@ def _video_stream(c):
     return next((s for s in c.streams.video if not (cover and s.disposition & cover)), None)
 
 
-def _open(p: Path, what: str):
+def _open(p: Path | MediaBytes, what: str):
     try:
-        return av.open(str(p))
+        return av.open(io.BytesIO(p.data) if isinstance(p, MediaBytes) else str(p))
     except av.error.FFmpegError as e:
         raise InputError(f"{what} {str(p)!r} is not a media file FFmpeg can read ({e})") from e
 

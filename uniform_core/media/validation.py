@@ -9,6 +9,7 @@ import torch
 
 from .. import checks
 from ..errors import InputError
+from .in_memory import MediaBytes
 
 # The value rules themselves live in uniform_core.checks, shared with the CLI, the pipeline and the nodes.
 _describe = checks.describe
@@ -22,7 +23,11 @@ def _check_frames(frames, name: str) -> torch.Tensor:
     return checks.frames(frames, name, as_float=False)
 
 
-def _check_file(path, what: str) -> Path:
+def _check_file(path, what: str) -> Path | MediaBytes:
+    if isinstance(path, MediaBytes):
+        if not path.data:
+            raise InputError(f"{what} file is empty (0 bytes): {str(path)!r}")
+        return path
     p = checks.path(path, what)
     if not p.is_file():
         raise InputError(f"{what} file not found: {str(p)!r}")

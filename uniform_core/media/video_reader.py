@@ -18,6 +18,7 @@ from ..errors import InputError
 from .audio_reader import _read_audio_file
 from .clips import VideoClip
 from .conform import _EPS, _cover_size, _seconds
+from .in_memory import MediaBytes
 from .probe import _nominal_rate, _open, _stream_origin, _video_stream
 from .validation import _check_file, _check_fps, _check_window, _is_pos_int
 
@@ -25,14 +26,14 @@ logger = logging.getLogger(__name__)
 
 
 def read_video(
-    path: str | os.PathLike,
+    path: str | os.PathLike | MediaBytes,
     fps: float | None = None,
     size: tuple[int, int] | None = None,
     start: float = 0.0,
     duration: float | None = None,
     with_audio: bool = True,
 ) -> VideoClip:
-    """Decode ``path`` to frames (T, H, W, 3) float32 in [0, 1].
+    """Decode ``path`` (a file, or :class:`MediaBytes`) to frames (T, H, W, 3) float32 in [0, 1].
 
     ``fps``: output frame ``k`` is the source frame whose presentation interval contains ``start + k / fps``, so a
     variable-frame-rate file keeps its timing and its length; None means the file's nominal rate (FFmpeg's

@@ -18,11 +18,19 @@ from ..errors import InputError
 from ..tasks import TASKS
 from .synthetic import HELDOUT_FIRST_SEED
 
+LATENT_STORES = ("auto", "cache", "shards")
+
 
 @dataclass(frozen=True)
 class DataConfig:
-    """The training clips: synthetic seeds ``first_seed .. first_seed + num_clips - 1``, or with ``folder`` the
-    first ``num_clips`` captioned video files of that folder (see ``uniform_core.train.data``)."""
+    """The training clips: synthetic seeds ``first_seed .. first_seed + num_clips - 1``, or at most ``num_clips``
+    real clips from one of ``folder``, ``csv`` or ``tar`` (see ``uniform_core.train.sources``). Real clips are
+    streamed: shuffled across shards by (seed, epoch) through a ``shuffle_buffer``, and clips that cannot be read,
+    are too short or are silent are skipped and counted.
+
+    ``latents``: where the DiT stage reads its latents from: ``"cache"`` (one file held in memory, for small sets),
+    ``"shards"`` (the extract stage's safetensors shards of ``shard_clips`` clips, read lazily, for any size) or
+    ``"auto"`` (shards for ``csv`` and ``tar``, the cache otherwise)."""
 
     num_clips: int = 2048
     first_seed: int = 0
@@ -31,6 +39,47 @@ class DataConfig:
     max_objects: int = 1
     codec_clips: int = 256  # the first clips, held in memory while the codecs train
     folder: str | None = None  # real data: video files with a .json ("caption") or .txt caption beside each
+    csv: str | None = None  # real data: an AudioSet/VGGSound-style CSV (file or YouTube id, start seconds, caption)
+    root: str | None = None  # the folder the CSV's files are in (default: the CSV's own folder)
+    name_format: str = "{ytid}_{start:06d}.mp4"  # a CSV row's file name when it gives a YouTube id, not a file
+    split: str | None = None  # only the CSV rows whose "split" column is this (VGGSound: "train" or "test")
+    tar: str | None = None  # real data: WebDataset-style .tar shards: a folder of them or a glob ("shards/*.tar")
+    shuffle_buffer: int = 1000  # clips drawn at random from this many; 1 streams in shard order
+    latents: str = "auto"
+    shard_clips: int = 256  # clips per latent shard file
+    extract_batch: int = 8  # clips per encoder call in the extract stage
+
+    def __post_init__(self):
+        given = [name for name in ("folder", "csv", "tar") if getattr(self, name) is not None]
+        if len(given) > 1:
+            raise InputError(f"data: give one of folder, csv or tar; got {', '.join(given)}")
+        if self.latents not in LATENT_STORES:
+            raise InputError(f"data.latents must be one of {', '.join(LATENT_STORES)}; got {self.latents!r}")
+        if self.latents == "cache" and self.streamed:
+            raise InputError(f"data.latents 'cache' holds a whole data set in memory; a {given[0]} data set is read "
+                             "as latent shards: set data.latents to 'shards' (or 'auto')")  # fmt: skip
+        for name in ("num_clips", "seconds", "size", "shuffle_buffer", "shard_clips", "extract_batch"):
+            if not (isinstance(getattr(self, name), int) and getattr(self, name) >= 1):
+                raise InputError(f"data.{name} must be a whole number >= 1; got {getattr(self, name)!r}")
+        try:
+            self.name_format.format(ytid="x", start=0)
+        except (KeyError, IndexError, ValueError) as e:
+            raise InputError(
+                f"data.name_format {self.name_format!r} must name files with {{ytid}} and {{start}} only ({e!r})"
+            ) from e
+
+    @property
+    def synthetic(self) -> bool:
+        return self.folder is None and self.csv is None and self.tar is None
+
+    @property
+    def streamed(self) -> bool:
+        """Whether the clips can only be streamed (CSV rows and tar members have no cheap random access)."""
+        return self.csv is not None or self.tar is not None
+
+    @property
+    def uses_shards(self) -> bool:
+        return self.latents == "shards" or (self.latents == "auto" and self.streamed)
 
 
 @dataclass(frozen=True)
@@ -120,9 +169,9 @@ class TrainConfig:
                 f"dit: checkpoint_every, keep_checkpoints and log_every must be >= 1; got {d.checkpoint_every}, "
                 f"{d.keep_checkpoints}, {d.log_every}"
             )
-        if self.data.num_clips < 1 or self.data.first_seed < 0:
-            raise InputError(f"data.num_clips must be >= 1 and first_seed >= 0; got {self.data}")
-        if self.data.first_seed + self.data.num_clips > HELDOUT_FIRST_SEED:
+        if self.data.first_seed < 0:
+            raise InputError(f"data.first_seed must be >= 0; got {self.data.first_seed}")
+        if self.data.synthetic and self.data.first_seed + self.data.num_clips > HELDOUT_FIRST_SEED:
             raise InputError(
                 f"data seeds {self.data.first_seed}..{self.data.first_seed + self.data.num_clips - 1} reach the "
                 f"held-out evaluation seeds (from {HELDOUT_FIRST_SEED}); train on lower seeds"
