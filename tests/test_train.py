@@ -25,7 +25,7 @@ from uniform_core.train.config import DataConfig, DiTTrainConfig, config_from_di
 from uniform_core.train.latent_cache import LatentCache, build_latent_cache, load_or_build
 from uniform_core.train.log import read_log
 from uniform_core.train.recipe import make_accelerator, resolve_run
-from uniform_core.train.trainer import DiTTrainer, StepDraws, diffusion_loss, draw_step
+from uniform_core.train.trainer import CaptionDropDiT, DiTTrainer, StepDraws, diffusion_loss, draw_step
 
 REPO = Path(__file__).resolve().parents[1]
 T2AV, A2V, V2A = range(3)
@@ -64,6 +64,7 @@ class Spy(torch.nn.Module):
     def __init__(self, dit):
         super().__init__()
         self.dit = dit
+        self.null_caption = dit.null_caption
 
     def forward(self, video, audio, t, y, mask, task):
         self.inputs = {"video": video, "audio": audio, "y": y, "mask": mask}
@@ -87,7 +88,7 @@ def test_a_few_steps_lower_the_loss_on_a_fixed_batch():
     optimizer = torch.optim.AdamW(dit.parameters(), lr=1e-3)
     losses = []
     for _ in range(8):
-        loss = diffusion_loss(dit, dit, schedule, batch, draws, snr_gamma=5.0)["loss"]
+        loss = diffusion_loss(CaptionDropDiT(dit), schedule, batch, draws, snr_gamma=5.0)["loss"]
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -111,7 +112,7 @@ def test_task_draws_cover_all_tasks_and_caption_dropout_has_its_rate():
 def test_only_the_generated_modality_is_noised_and_gets_loss(dit, task):
     batch = _cache(2).batch(torch.arange(2))
     spy = Spy(dit)
-    loss = diffusion_loss(spy, dit, NoiseSchedule(), batch, _draws(task), snr_gamma=5.0)["loss"]
+    loss = diffusion_loss(CaptionDropDiT(spy), NoiseSchedule(), batch, _draws(task), snr_gamma=5.0)["loss"]
     loss.backward()
     video_grad, audio_grad = (out.grad.abs().sum().item() for out in spy.outputs)
     video_clean = torch.equal(spy.inputs["video"], batch["video"])
@@ -127,12 +128,12 @@ def test_dropped_captions_become_the_learned_null_caption(dit):
     draws = _draws(T2AV, drop=True)
     draws.drop_caption[1] = False
     draws.one_token_null[0] = True
-    diffusion_loss(spy, dit, NoiseSchedule(), batch, draws, snr_gamma=None)
+    diffusion_loss(CaptionDropDiT(spy), NoiseSchedule(), batch, draws, snr_gamma=None)
     y, mask = spy.inputs["y"], spy.inputs["mask"]
     assert torch.equal(y[0], dit.null_caption(1, 6)[0]) and mask[0].tolist() == [True] + [False] * 5
     assert torch.equal(y[1], batch["y"][1]) and torch.equal(mask[1], batch["mask"][1])
     draws.one_token_null[0] = False
-    diffusion_loss(spy, dit, NoiseSchedule(), batch, draws, snr_gamma=None)
+    diffusion_loss(CaptionDropDiT(spy), NoiseSchedule(), batch, draws, snr_gamma=None)
     assert torch.equal(spy.inputs["mask"][0], batch["mask"][0])  # the CFG form keeps the prompt's mask
 
 

@@ -153,9 +153,16 @@ def _add_train(sub) -> None:
         description="Train the video VAE, audio VAE, vocoder and the UniForm DiT as the recipe says, on one CPU/GPU "
         "or, under `accelerate launch`, on many. Writes <run>/bundle, usable as --bundle.",
     )
-    p.add_argument("--config", required=True, help="recipe JSON, e.g. configs/uniform-tiny.json")
+    p.add_argument("--config", default=None, help="recipe JSON, e.g. configs/uniform-tiny.json")
     p.add_argument("--out", default=None, help="run folder (default: the recipe's out_dir); must be new or empty")
     p.add_argument("--resume", default=None, help="continue a run: its run folder or one of its checkpoints")
+    p.add_argument(
+        "--export",
+        metavar="STEP_FOLDER",
+        default=None,
+        help="write a checkpoint step folder (sharded by FSDP or not) as one DiT file at --out, then stop",
+    )
+    p.add_argument("--weights", default="ema", choices=("ema", "model"), help="--export: EMA or trained weights")
     p.set_defaults(run=_run_train)
 
 
@@ -163,6 +170,17 @@ def _run_train(args) -> int:
     from .train.config import load_config
     from .train.recipe import train_bundle
 
+    if args.export is not None:
+        from . import checks
+        from .train.checkpoint_export import export_dit
+
+        if args.out is None:
+            raise InputError("train --export needs --out FILE.safetensors, the DiT file to write")
+        out = checks.output_file(args.out, "--out", ".safetensors")
+        print(f"wrote {export_dit(checks.path(args.export, '--export'), out, args.weights)}")
+        return 0
+    if args.config is None:
+        raise InputError("train needs --config RECIPE.json (or --export STEP_FOLDER --out FILE)")
     bundle = train_bundle(load_config(args.config), out_dir=args.out, resume=args.resume)
     print(f"wrote {bundle}")
     return 0

@@ -12,6 +12,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .. import checks
 from ..diffusion.guidance import guidance_scales
 from ..diffusion.samplers import check_sampler
 from ..errors import InputError
@@ -124,6 +125,8 @@ class DiTTrainConfig:
     log_every: int = 10
     mixed_precision: str = "no"  # accelerate's: "no", "fp16", "bf16"
     max_minutes: float | None = None  # stop early (with a checkpoint) after this long; --resume continues
+    grad_accumulation: int = 1  # micro-batches per optimizer step (accelerate's gradient_accumulation_steps)
+    activation_checkpointing: bool = False  # recompute each transformer block in backward (less memory, ~30% slower)
 
 
 @dataclass(frozen=True)
@@ -164,6 +167,8 @@ class TrainConfig:
             raise InputError(f"dit.high_noise_weight must be >= 1 or null; got {d.high_noise_weight!r}")
         if d.steps < 0 or d.batch_size < 1 or d.warmup_steps < 0:
             raise InputError(f"dit: steps, warmup_steps must be >= 0 and batch_size >= 1; got {d}")
+        checks.integer(d.grad_accumulation, "dit.grad_accumulation", 1)
+        checks.instance(d.activation_checkpointing, bool, "dit.activation_checkpointing")
         if d.checkpoint_every < 1 or d.keep_checkpoints < 1 or d.log_every < 1:
             raise InputError(
                 f"dit: checkpoint_every, keep_checkpoints and log_every must be >= 1; got {d.checkpoint_every}, "

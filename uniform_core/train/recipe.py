@@ -88,8 +88,12 @@ def resolve_run(config: TrainConfig, out_dir: str | os.PathLike | None, resume: 
 def check_run_files(config: TrainConfig, run: Path, processes: int) -> None:
     """Refuse, before anything is written, what would stop the run later: files it would reuse that cannot be read
     and a batch that does not split over the processes."""
-    if config.dit.batch_size % processes:
-        raise InputError(f"dit.batch_size {config.dit.batch_size} must divide evenly over {processes} processes")
+    micro = config.dit.grad_accumulation
+    if config.dit.batch_size % (processes * micro):
+        raise InputError(
+            f"dit.batch_size {config.dit.batch_size} must divide evenly over {processes} processes x {micro} "
+            "micro-batches (dit.grad_accumulation)"
+        )
     reused = [run / "codecs" / f"{name}.safetensors" for name in (*CODEC_STAGES, "text_encoder")]
     reused.append(run / "latents.safetensors")
     for path in reused:
@@ -141,9 +145,10 @@ def train_bundle(
     trainer.train(max_minutes=config.dit.max_minutes)
 
     bundle_dir = run / "bundle"
+    dit = trainer.ema_dit()  # every process: under FSDP this gathers the shards
     if acc.is_main_process:
         bundle = Bundle(
-            dit=trainer.ema_dit(),
+            dit=dit,
             video_vae=video_vae,
             audio_codec=codec,
             text_encoder=text_encoder,

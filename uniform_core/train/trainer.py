@@ -1,15 +1,13 @@
-"""The multi-task UniForm DiT trainer (paper III-A, III-C4, IV-A2) on accelerate.
+"""The multi-task UniForm DiT trainer (paper III-A, IV-A2) on accelerate; the loss is ``multitask_loss``.
 
-Every item of every batch draws its task (T2AV, A2V, V2A), whether its caption is replaced by the learned null
-caption (p = 0.5, for classifier-free guidance), a timestep and noise. Only the generated modality is noised; the
-conditioning one enters clean, and the loss (masked noise MSE with min-SNR weighting plus the IDDPM learned-variance
-term, ``NoiseSchedule.training_loss``) covers the generated entries only.
-
-Exact resume: the data order and all of a step's random draws are pure functions of ``(seed, step, process)``, and a
-checkpoint holds the model, EMA, optimizer, LR schedule and RNG states, so a resumed run repeats the loss curve of an
-uninterrupted one. Checkpoints are safetensors + JSON only (``state_file``), never pickles, and a step folder appears
-whole or not at all (``step_folders``). The same code runs on a CPU, one GPU, or many GPUs and nodes
-under ``accelerate launch``; ``batch_size`` is the global batch, split over the processes.
+Exact resume: the data order and all of a step's random draws are pure functions of ``(seed, step)``, drawn for
+the global batch of which each process takes its share, so the losses do not depend on how many processes or
+micro-batches (``grad_accumulation``) the batch is split into; a checkpoint holds the model, EMA, optimizer, LR
+schedule and RNG states, so a resumed run repeats the loss curve of an uninterrupted one. Checkpoints are
+safetensors + JSON only (``state_file``), never pickles, and a step folder appears whole or not at all
+(``step_folders``). The same code runs on a CPU, one GPU, or many GPUs and nodes under ``accelerate launch``
+(data parallel, or FSDP from ``configs/accelerate_fsdp.yaml``: then parameters, EMA and optimizer state are
+sharded and each process writes its own shards, see ``sharded_checkpoint``); ``batch_size`` is the global batch.
 """
 
 from __future__ import annotations
@@ -17,7 +15,6 @@ from __future__ import annotations
 import copy
 import logging
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -27,19 +24,20 @@ from diffusers.training_utils import EMAModel
 
 from ..checkpoint import load_matching, load_state_dict_file, read_component_config
 from ..diffusion.schedule import NoiseSchedule
-from ..diffusion.task_latent import pack
+from ..empty_init import empty_init
 from ..errors import CheckpointError, InputError
 from ..model.uniform_dit import CHECKPOINT_KIND, UniFormDiT
-from ..tasks import TASKS
 from . import step_folders
 from .config import DiTTrainConfig
+from .distributed import full, is_sharded, local_parameters
 from .latent_cache import LatentCache
 from .log import LossLog, progress_bar
+from .multitask_loss import CaptionDropDiT, StepDraws, diffusion_loss, draw_step
+from .sharded_checkpoint import is_tensor_shard, load_shards, read_shard_header, save_shards, shard_name
 from .state_file import check_state_file, load_state, restore_rng_states, rng_states, save_state
 
 logger = logging.getLogger(__name__)
 
-A2V, V2A = TASKS.index("a2v"), TASKS.index("v2a")
 MODEL_FILE = "model.safetensors"
 STATE_FILES = {  # what of the trainer each training-state file of a step folder holds
     "ema": "ema.safetensors",
@@ -47,82 +45,8 @@ STATE_FILES = {  # what of the trainer each training-state file of a step folder
     "scheduler": "scheduler.safetensors",
     "scaler": "scaler.safetensors",  # fp16 only
 }
-
-
-@dataclass
-class StepDraws:
-    """The random choices of one step for a batch of B items."""
-
-    task: torch.Tensor  # (B,) long index into TASKS
-    drop_caption: torch.Tensor  # (B,) bool: caption replaced by the learned null caption
-    one_token_null: torch.Tensor  # (B,) bool: a dropped caption takes the pipeline's no-text form (1 null token)
-    t: torch.Tensor  # (B,) long timestep in 0..num_timesteps-1
-    video_noise: torch.Tensor
-    audio_noise: torch.Tensor
-
-
-def draw_step(
-    batch: int, video_shape, audio_shape, cfg: DiTTrainConfig, generator: torch.Generator, num_timesteps: int
-) -> StepDraws:
-    """Draw tasks (weighted by ``cfg.task_weights``), caption drops (``cfg.caption_dropout``), timesteps
-    (uniform) and noise for ``batch`` items with ``generator``. Half of the dropped captions use the one-token null
-    caption the pipeline runs with when no text is given, the other half the CFG form (null tokens under the
-    prompt's mask)."""
-    weights = torch.tensor(cfg.task_weights, dtype=torch.float64)
-    return StepDraws(
-        task=torch.multinomial(weights, batch, replacement=True, generator=generator),
-        drop_caption=torch.rand(batch, generator=generator) < cfg.caption_dropout,
-        one_token_null=torch.rand(batch, generator=generator) < 0.5,
-        t=torch.randint(0, num_timesteps, (batch,), generator=generator),
-        video_noise=torch.randn(batch, *video_shape, generator=generator),
-        audio_noise=torch.randn(batch, *audio_shape, generator=generator),
-    )
-
-
-def generated_masks(task: torch.Tensor, video: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
-    """(B, D) float in the packed layout: 1 on the entries item b's task generates, 0 on its clean condition."""
-    gen_video = (task != V2A).float().view(-1, 1, 1, 1, 1).expand_as(video)
-    gen_audio = (task != A2V).float().view(-1, 1, 1, 1).expand_as(audio)
-    return pack(gen_video, gen_audio)
-
-
-def diffusion_loss(
-    model: torch.nn.Module,
-    dit: UniFormDiT,
-    schedule: NoiseSchedule,
-    batch: dict[str, torch.Tensor],
-    draws: StepDraws,
-    snr_gamma: float | None,
-    high_noise_weight: float | None = None,
-) -> dict[str, torch.Tensor]:
-    """UniForm's training loss for one batch (``video``, ``audio``, ``y``, ``mask`` from the latent cache).
-
-    ``model`` is what is called (the DiT, or accelerate's wrapper of it); ``dit`` is the bare DiT that holds the
-    null caption. Returns ``loss``, ``mse`` and ``vb`` scalars (see ``NoiseSchedule.training_loss``).
-    """
-    video, audio = batch["video"], batch["audio"]
-    device = video.device
-    task, t = draws.task.to(device), draws.t.to(device)
-    x0 = pack(video, audio)
-    noise = pack(draws.video_noise.to(device), draws.audio_noise.to(device))
-    generated = generated_masks(task, video, audio)
-    x_t = schedule.q_sample(x0, t, noise, generated)
-    video_t, audio_t = x_t[:, : video[0].numel()].view_as(video), x_t[:, video[0].numel() :].view_as(audio)
-
-    y, mask = batch["y"], batch["mask"]
-    drop = draws.drop_caption.to(device)
-    y = torch.where(drop[:, None, None], dit.null_caption(y.shape[0], y.shape[1]).to(y.dtype), y)
-    first_only = torch.zeros_like(mask)
-    first_only[:, 0] = True
-    mask = torch.where((drop & draws.one_token_null.to(device))[:, None], first_only, mask)
-
-    video_out, audio_out = model(video_t, audio_t, t.float(), y, mask, task)
-    cv, ca = video.shape[1], audio.shape[1]
-    eps = pack(video_out[:, :cv], audio_out[:, :ca])
-    var = pack(video_out[:, cv:], audio_out[:, ca:])
-    return schedule.training_loss(
-        eps, var, x0, x_t, t, noise, generated, snr_gamma=snr_gamma, high_noise_weight=high_noise_weight
-    )
+STATE_NAMES = (*STATE_FILES, "rng")  # what load_state reads (the rest are the DiT's weights or shard files)
+SHARDED = ("model", "ema", "optimizer")  # what each FSDP process writes a shard of (``sharded_checkpoint``)
 
 
 class DiTTrainer:
@@ -137,9 +61,12 @@ class DiTTrainer:
         seed: int = 0,
         log: LossLog | None = None,
     ):
-        world = accelerator.num_processes
-        if cfg.batch_size % world:
-            raise InputError(f"dit.batch_size {cfg.batch_size} must divide evenly over {world} processes")
+        world, micro = accelerator.num_processes, cfg.grad_accumulation
+        if cfg.batch_size % (world * micro):
+            raise InputError(
+                f"dit.batch_size {cfg.batch_size} must divide evenly over {world} processes x {micro} micro-batches "
+                "(dit.grad_accumulation)"
+            )
         if cfg.batch_size > len(cache):
             raise InputError(f"dit.batch_size {cfg.batch_size} is larger than the {len(cache)} cached clips")
         self.cfg, self.cache, self.accelerator, self.seed = cfg, cache, accelerator, seed
@@ -153,16 +80,21 @@ class DiTTrainer:
                 f"DiT preset {cfg.preset!r} takes {self.dit.config.caption_channels}-d captions but the cached text "
                 f"embeddings are {cache.text.shape[-1]}-d; use the text encoder that matches the preset"
             )
+        self.dit.gradient_checkpointing = cfg.activation_checkpointing
         optimizer = torch.optim.AdamW(
             self.dit.parameters(), lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay
         )
         scheduler = get_constant_schedule_with_warmup(optimizer, cfg.warmup_steps)
-        self.ema = EMAModel(self.dit.parameters(), decay=cfg.ema_decay, use_ema_warmup=True, power=2 / 3)
-        self.model, self.optimizer, self.scheduler = accelerator.prepare(self.dit, optimizer, scheduler)
+        accelerator.gradient_accumulation_steps = micro
+        # under FSDP, prepare shards self.dit in place: its parameters become this process's shards
+        prepared = accelerator.prepare(CaptionDropDiT(self.dit), optimizer, scheduler)
+        self.model, self.optimizer, self.scheduler = prepared
+        self.sharded = is_sharded(self.dit)
+        self.ema = EMAModel(local_parameters(self.dit), decay=cfg.ema_decay, use_ema_warmup=True, power=2 / 3)
         self.ema.to(accelerator.device)
         self.step = 0
 
-    # ---- data order and draws: pure functions of (seed, step, process) ----
+    # ---- data order and draws: pure functions of (seed, step) ----
 
     def batch_indices(self, step: int) -> torch.Tensor:
         """Cache rows of this process's share of global batch ``step`` (a fresh permutation every epoch)."""
@@ -170,40 +102,50 @@ class DiTTrainer:
         per_epoch = n // size
         epoch, k = divmod(step, per_epoch)
         order = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed * 1_000_003 + epoch))
-        share = size // self.accelerator.num_processes
-        start = k * size + self.accelerator.process_index * share
-        return order[start : start + share]
+        return order[k * size : (k + 1) * size][self._share()]
 
-    def step_generator(self, step: int) -> torch.Generator:
-        rank = self.accelerator.process_index
-        return torch.Generator().manual_seed((self.seed * 1_000_003 + step) * 1_009 + rank + 1)
+    def step_draws(self, step: int, video_shape, audio_shape) -> StepDraws:
+        """This process's share of the draws of global batch ``step``."""
+        generator = torch.Generator().manual_seed((self.seed * 1_000_003 + step) * 1_009 + 1)
+        steps = self.schedule.num_timesteps
+        draws = draw_step(self.cfg.batch_size, video_shape, audio_shape, self.cfg, generator, steps)
+        return draws.part(self._share())
+
+    def _share(self) -> slice:
+        share = self.cfg.batch_size // self.accelerator.num_processes
+        return slice(self.accelerator.process_index * share, (self.accelerator.process_index + 1) * share)
 
     # ---- one step ----
 
     def train_step(self) -> dict[str, float]:
-        """Run global step ``self.step + 1``; returns its losses averaged over processes, and the LR used."""
+        """Run global step ``self.step + 1`` (``grad_accumulation`` micro-batches, then one optimizer step);
+        returns its losses averaged over the global batch, and the LR used."""
         cfg, acc = self.cfg, self.accelerator
-        batch = self.cache.batch(self.batch_indices(self.step), acc.device)
-        draws = draw_step(
-            batch["video"].shape[0], batch["video"].shape[1:], batch["audio"].shape[1:], cfg,
-            self.step_generator(self.step), self.schedule.num_timesteps,
-        )  # fmt: skip
+        rows = self.batch_indices(self.step)
+        draws = self.step_draws(self.step, self.cache.video.shape[1:], self.cache.audio.shape[1:])
         self.model.train()
         lr = self.scheduler.get_last_lr()[0]
-        with acc.autocast():
-            terms = diffusion_loss(
-                self.model, acc.unwrap_model(self.model), self.schedule, batch, draws, cfg.snr_gamma,
-                cfg.high_noise_weight,
-            )  # fmt: skip
-        self.optimizer.zero_grad(set_to_none=True)
-        acc.backward(terms["loss"])
-        if cfg.grad_clip:
-            acc.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
-        self.optimizer.step()
+        micro = len(rows) // cfg.grad_accumulation
+        sums: dict[str, torch.Tensor] = {}
+        for i in range(cfg.grad_accumulation):
+            items = slice(i * micro, (i + 1) * micro)
+            with acc.accumulate(self.model):  # gradients are synced, clipped and applied at the last micro-batch
+                with acc.autocast():
+                    terms = diffusion_loss(
+                        self.model, self.schedule, self.cache.batch(rows[items], acc.device), draws.part(items),
+                        cfg.snr_gamma, cfg.high_noise_weight,
+                    )  # fmt: skip
+                acc.backward(terms["loss"])
+                if cfg.grad_clip and acc.sync_gradients:
+                    acc.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+                self.optimizer.step()
+                self.optimizer.zero_grad(set_to_none=True)
+            for k, v in terms.items():
+                sums[k] = sums.get(k, 0) + v.detach() / cfg.grad_accumulation
         self.scheduler.step()
-        self.ema.step(acc.unwrap_model(self.model).parameters())
+        self.ema.step(local_parameters(self.dit))
         self.step += 1
-        values = {k: acc.reduce(v.detach(), "mean").item() for k, v in terms.items()}
+        values = {k: acc.reduce(v, "mean").item() for k, v in sums.items()}
         return {**values, "lr": lr}
 
     # ---- the loop ----
@@ -241,9 +183,10 @@ class DiTTrainer:
     # ---- checkpoints ----
 
     def save_checkpoint(self) -> Path:
-        """Write ``run_dir/checkpoints/step_XXXXXX`` whole or not at all (see ``step_folders``): the DiT, EMA,
-        optimizer, LR schedule (and fp16 loss scale) from the main process, each process's RNG states, and a marker
-        listing them; then keep the newest ``cfg.keep_checkpoints`` complete ones."""
+        """Write ``run_dir/checkpoints/step_XXXXXX`` whole or not at all (see ``step_folders``): the DiT, EMA and
+        optimizer (from the main process, or under FSDP each process its shards), the LR schedule (and fp16 loss
+        scale), each process's RNG states, and a marker listing them all; then keep the newest
+        ``cfg.keep_checkpoints`` complete ones."""
         acc = self.accelerator
         checkpoints = self.run_dir / "checkpoints"
         partial = step_folders.partial_folder(checkpoints, self.step)
@@ -253,14 +196,18 @@ class DiTTrainer:
             partial.mkdir(parents=True)
         acc.wait_for_everyone()
         save_state(partial / _rng_file(acc.process_index), rng_states())
+        if self.sharded:
+            config = self.dit.config.to_dict()
+            save_shards(partial, self.dit, self.ema, self.optimizer, acc.process_index, acc.num_processes, config)
         if acc.is_main_process:
-            acc.unwrap_model(self.model).save(partial / MODEL_FILE)
+            if not self.sharded:
+                self.dit.save(partial / MODEL_FILE)
             for name, state in self._states().items():
                 save_state(partial / STATE_FILES[name], state)
         acc.wait_for_everyone()
         folder = step_folders.step_folder(checkpoints, self.step)
         if acc.is_main_process:
-            info = {"step": self.step, "seed": self.seed, "processes": acc.num_processes}
+            info = {"step": self.step, "seed": self.seed, "processes": acc.num_processes, "sharded": self.sharded}
             step_folders.publish(partial, folder, info)
             step_folders.prune(checkpoints, folder, self.cfg.keep_checkpoints)
         acc.wait_for_everyone()
@@ -275,7 +222,13 @@ class DiTTrainer:
         folder = Path(folder)
         info = check_resumable(folder, self.seed)
         acc = self.accelerator
-        wanted = {**STATE_FILES, "rng": _rng_file(acc.process_index)}
+        if bool(info.get("sharded")) != self.sharded:
+            written = "sharded by FSDP" if info.get("sharded") else "without sharding"
+            raise CheckpointError(
+                f"checkpoint {str(folder)!r} was written {written}, this run {'is' if self.sharded else 'is not'} "
+                "sharded; resume with the accelerate config that wrote it (or export it: uniform-av train --export)"
+            )
+        wanted = self._files()
         if acc.scaler is None:
             wanted.pop("scaler")
         lacking = sorted(f for f in wanted.values() if f not in info["files"])
@@ -284,9 +237,12 @@ class DiTTrainer:
                 f"checkpoint {str(folder)!r} lacks {', '.join(lacking)}: it was written by {info.get('processes')} "
                 f"process(es), this run has {acc.num_processes}; resume with the same processes and mixed_precision"
             )
-        model_state = load_state_dict_file(folder / MODEL_FILE)
-        states = {name: load_state(folder / file) for name, file in wanted.items()}
-        load_matching(acc.unwrap_model(self.model), model_state, f"checkpoint {folder / MODEL_FILE}")
+        model_state = None if self.sharded else load_state_dict_file(folder / wanted.pop("model"))
+        states = {name: load_state(folder / file) for name, file in wanted.items() if name in STATE_NAMES}
+        if self.sharded:
+            load_shards(folder, self.dit, self.ema, self.optimizer, acc.process_index, acc.num_processes)
+        else:
+            load_matching(self.dit, model_state, f"checkpoint {folder / MODEL_FILE}")
         targets = {"ema": self.ema, "optimizer": self.optimizer, "scheduler": self.scheduler, "scaler": acc.scaler}
         for name, state in states.items():
             try:
@@ -300,17 +256,39 @@ class DiTTrainer:
         self.step = info["step"]
         logger.info("resumed DiT training from %s at step %d", folder, self.step)
 
+    def _files(self) -> dict[str, str]:
+        """The files this process reads back from a step folder, by what they restore."""
+        acc = self.accelerator
+        files = {**STATE_FILES, "rng": _rng_file(acc.process_index)}
+        if not self.sharded:
+            return {"model": MODEL_FILE, **files}
+        for what in SHARDED:  # each process's own shard files replace the main process's whole ones
+            files.pop(what, None)
+            files[f"{what} shard"] = shard_name(what, acc.process_index, acc.num_processes)
+        return files
+
     def _states(self) -> dict:
-        states = {"ema": self.ema.state_dict(), "optimizer": self.optimizer.state_dict()}
-        states["scheduler"] = self.scheduler.state_dict()
+        states = {"scheduler": self.scheduler.state_dict()}
+        if not self.sharded:
+            states = {"ema": self.ema.state_dict(), "optimizer": self.optimizer.state_dict(), **states}
         if self.accelerator.scaler is not None:
             states["scaler"] = self.accelerator.scaler.state_dict()
         return states
 
     def ema_dit(self) -> UniFormDiT:
-        """A copy of the DiT holding the EMA weights, on the CPU, in eval mode."""
-        dit = copy.deepcopy(self.accelerator.unwrap_model(self.model)).cpu()
-        self.ema.copy_to(dit.parameters())
+        """A copy of the DiT holding the EMA weights, on the CPU, in eval mode. Under FSDP the shards are gathered
+        (a collective: call it on every process)."""
+        if not self.sharded:
+            dit = copy.deepcopy(self.dit).cpu()
+            self.ema.copy_to(dit.parameters())
+            return dit.eval()
+        state = {name: full(t) for name, t in self.dit.state_dict().items()}
+        for (name, p), shadow in zip(self.dit.named_parameters(), self.ema.shadow_params, strict=True):
+            state[name] = full(p, shadow)
+        with empty_init():
+            dit = UniFormDiT(self.dit.config)
+        dit.to_empty(device="cpu")
+        load_matching(dit, state, "gathered FSDP shards")
         return dit.eval()
 
 
@@ -337,6 +315,8 @@ def check_resumable(folder: str | Path, seed: int) -> dict:
     for name in info["files"]:
         if name == MODEL_FILE:
             read_component_config(folder / name, CHECKPOINT_KIND)
+        elif is_tensor_shard(name):
+            read_shard_header(folder / name)
         elif name.endswith(".safetensors"):
             check_state_file(folder / name)
     if info["seed"] != seed:
