@@ -38,6 +38,7 @@ CFG = DiTTrainConfig(
     preset="micro", steps=4, batch_size=4, lr=1e-3, warmup_steps=2, checkpoint_every=2, keep_checkpoints=2,
     log_every=1,
 )  # fmt: skip
+CLIPS = 12  # 3 global batches an epoch: the resume at step 2 is mid-epoch, and the run then crosses an epoch
 LOSS_RTOL = 1e-5  # FSDP's reduce-scatter sums gradients in another order than one process's backward
 WEIGHT_ATOL = 1e-4  # a tenth of one Adam step (lr 1e-3): Adam turns a rounding-sized gradient into a whole step
 
@@ -60,13 +61,13 @@ def fsdp_accelerator():
 
 
 def _fsdp_runs(out: str, env: dict[str, str]) -> None:
-    """In each of the two processes: an uninterrupted run, a run stopped at step 2 and resumed from its sharded
-    checkpoint, and a run with two micro-batches per step; rank 0 saves the gathered weights."""
+    """In each of the two processes: an uninterrupted run, a run stopped at step 2 (mid-epoch) and resumed from its
+    sharded checkpoint, and a run with two micro-batches per step; rank 0 saves the gathered weights."""
     AcceleratorState._reset_state(reset_partial_state=True)
     os.environ.update(env)
     torch.set_num_threads(1)
     PRESETS["micro"] = MICRO
-    out, cache = Path(out), _cache(8)
+    out, cache = Path(out), _cache(CLIPS)
     whole = DiTTrainer(CFG, cache, out / "whole", fsdp_accelerator())
     whole.train()
     gathered = {name: full(t) for name, t in whole.dit.state_dict().items()}
@@ -107,7 +108,7 @@ def _losses(run: Path) -> list[float]:
 
 def test_fsdp_shards_every_parameter_and_matches_one_process_on_the_same_global_batch(fsdp_runs, tmp_path):
     assert set(json.loads((fsdp_runs / "kinds.json").read_text()).values()) == {"DTensor"}
-    single = DiTTrainer(CFG, _cache(8), tmp_path / "single", make_accelerator(cpu=True))
+    single = DiTTrainer(CFG, _cache(CLIPS), tmp_path / "single", make_accelerator(cpu=True))
     single.train()
     fsdp, plain = _losses(fsdp_runs / "whole"), _losses(tmp_path / "single")
     assert len(fsdp) == len(plain) == 4 and len(set(plain)) == 4
@@ -200,13 +201,13 @@ def test_a_truncated_or_foreign_shard_is_refused_naming_the_file(fsdp_runs, tmp_
         export_dit(foreign, tmp_path / "dit.safetensors")
     with pytest.raises(CheckpointError, match=r"model_shard_0_of_3\.safetensors' does not exist"):
         assemble(source, "model", 3)
-    plain = DiTTrainer(CFG, _cache(8), tmp_path / "plain", make_accelerator(cpu=True))
+    plain = DiTTrainer(CFG, _cache(CLIPS), tmp_path / "plain", make_accelerator(cpu=True))
     with pytest.raises(CheckpointError, match="written sharded by FSDP, this run is not sharded"):
         plain.load_checkpoint(source)
 
 
 def test_a_plain_step_folder_exports_its_ema_weights(tmp_path):
-    trainer = DiTTrainer(CFG.__class__(**{**vars(CFG), "steps": 2}), _cache(8), tmp_path / "run",
+    trainer = DiTTrainer(CFG.__class__(**{**vars(CFG), "steps": 2}), _cache(CLIPS), tmp_path / "run",
                          make_accelerator(cpu=True))  # fmt: skip
     trainer.train()
     dit = UniFormDiT.load(export_dit(tmp_path / "run" / "checkpoints" / "step_000002", tmp_path / "dit.safetensors"))
@@ -217,11 +218,11 @@ def test_gradient_accumulation_on_one_process_gives_the_losses_of_whole_batches(
     runs = {}
     for micro in (1, 2):
         cfg = CFG.__class__(**{**vars(CFG), "steps": 2, "grad_accumulation": micro})
-        DiTTrainer(cfg, _cache(8), tmp_path / str(micro), make_accelerator(cpu=True)).train()
+        DiTTrainer(cfg, _cache(CLIPS), tmp_path / str(micro), make_accelerator(cpu=True)).train()
         runs[micro] = _losses(tmp_path / str(micro))
     assert runs[2] == pytest.approx(runs[1], rel=1e-5) and runs[2] != runs[1][::-1]
     with pytest.raises(InputError, match=r"must divide evenly over 1 processes x 3 micro-batches"):
-        DiTTrainer(CFG.__class__(**{**vars(CFG), "grad_accumulation": 3}), _cache(8), tmp_path / "3",
+        DiTTrainer(CFG.__class__(**{**vars(CFG), "grad_accumulation": 3}), _cache(CLIPS), tmp_path / "3",
                    make_accelerator(cpu=True))  # fmt: skip
 
 
