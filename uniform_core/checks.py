@@ -186,6 +186,13 @@ def prompt(value, name: str = "prompt", required: bool = False) -> str:
     return value
 
 
+def choice(value, choices, name: str) -> str:
+    """One of ``choices`` (a collection of names), exactly as written there."""
+    if not isinstance(value, str) or value not in choices:
+        raise InputError(f"{name} must be one of {', '.join(sorted(choices))}; got {describe(value)}")
+    return value
+
+
 def instance(value, expected: type | tuple[type, ...], name: str, hint: str = ""):
     """``value`` if it is an ``expected``; otherwise an InputError naming the input and the type it needs."""
     if not isinstance(value, expected):

@@ -163,6 +163,13 @@ def _add_train(sub) -> None:
         help="write a checkpoint step folder (sharded by FSDP or not) as one DiT file at --out, then stop",
     )
     p.add_argument("--weights", default="ema", choices=("ema", "model"), help="--export: EMA or trained weights")
+    p.add_argument(
+        "--estimate", metavar="CONFIG", help="train nothing: print the recipe's DiT tokens, FLOP, memory and days"
+    )
+    p.add_argument("--gpus", type=int, default=8, help="with --estimate: GPUs in all (every node)")
+    p.add_argument("--gpu", default="h100", help="with --estimate: GPU kind (a100, h100, h200, b200, ...)")
+    p.add_argument("--sharding", default="fsdp", help="with --estimate: ddp, fsdp, zero2 or zero3")
+    p.add_argument("--mfu", type=float, default=0.4, help="with --estimate: model FLOP utilisation (bench --train)")
     p.set_defaults(run=_run_train)
 
 
@@ -179,8 +186,15 @@ def _run_train(args) -> int:
         out = checks.output_file(args.out, "--out", ".safetensors")
         print(f"wrote {export_dit(checks.path(args.export, '--export'), out, args.weights)}")
         return 0
+    if args.estimate is not None:
+        from .train.estimate import estimate
+
+        print(estimate(load_config(args.estimate), args.gpus, args.gpu, args.sharding, args.mfu).to_text())
+        return 0
     if args.config is None:
-        raise InputError("train needs --config RECIPE.json (or --export STEP_FOLDER --out FILE)")
+        raise InputError(
+            "train needs --config RECIPE.json (or --estimate RECIPE.json, or --export STEP_FOLDER --out FILE)"
+        )
     bundle = train_bundle(load_config(args.config), out_dir=args.out, resume=args.resume)
     print(f"wrote {bundle}")
     return 0
@@ -283,6 +297,9 @@ def _add_bench(sub) -> None:
     p.add_argument("--startup", action="store_true", help="also import time against torch's, and bundle load")
     p.add_argument("--growth", action="store_true", help="also the DiT step time against clip length 1-16 s")
     p.add_argument("--compare", action="store_true", help="also our DiTs against a plain SDPA transformer")
+    p.add_argument("--train", action="store_true", help="only a DiT training step: time, FLOP/s and MFU")
+    p.add_argument("--batch", type=int, default=4, help="with --train: samples per step")
+    p.add_argument("--activation-checkpointing", action="store_true", help="with --train: recompute blocks")
     p.add_argument("--json", default=None, help="write the full report (all runs) to this JSON file")
     p.set_defaults(run=_run_bench)
 
@@ -290,6 +307,16 @@ def _add_bench(sub) -> None:
 def _run_bench(args) -> int:
     from .bench import run_bench, to_markdown, write_json
 
+    if args.train:
+        from .bench.train_step import bench_train
+
+        train = bench_train(
+            args.preset, args.device, args.seconds, args.batch, args.repeats, args.activation_checkpointing
+        )
+        print(to_markdown(train))
+        if args.json:
+            write_json(train, args.json)
+        return 0
     report = run_bench(
         args.preset,
         args.device,

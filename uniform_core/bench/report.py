@@ -28,6 +28,8 @@ def to_markdown(report: dict) -> str:
             )
         if "total_peak_mb" in e:
             notes.append(f"total allocated {e['total_peak_mb'] / 1024:.2f} GB")
+        if "achieved_tflops" in e:
+            notes.append(_train_note(e))
         if "stages_s" in e:
             notes.append(f"stage rows add up to {e['stages_s']:.4f} s ({r['median_s'] / e['stages_s']:.3f}x)")
         lines.append(f"| {r['name']} | {r['median_s']:.4f} | {r['peak_mb']:.1f} | {'; '.join(notes)} |")
@@ -48,6 +50,19 @@ def to_markdown(report: dict) -> str:
                 f"{r['beyond_output_mb']:.1f} | {r['rss_peak_mb']:.1f} |"
             )
     return "\n".join(lines + _extra_sections(report))
+
+
+def _train_note(e: dict) -> str:
+    """A training-step row: its FLOP, what they make per second, and the memory the estimate expected."""
+    speed = f"{e['achieved_tflops']:.3g} TFLOP/s"
+    if "mfu_pct" in e:
+        speed += f" = {e['mfu_pct']:.1f} % MFU of {e['peak_tflops']:g} TFLOP/s dense bf16"
+    else:
+        speed += " achieved (this device's peak is not known: no MFU)"
+    return (
+        f"{e['tokens']:,} tokens a sample, {e['flop']:.3e} FLOP a step: {speed}; estimated peak growth "
+        f"{e['estimated_peak_mb']:.1f} MB (activations), total {e['estimated_total_mb'] / 1024:.2f} GB"
+    )
 
 
 def _extra_sections(report: dict) -> list[str]:
