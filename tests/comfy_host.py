@@ -1,7 +1,8 @@
 """A real ComfyUI server for the tests: its process, the HTTP calls the tests make, and the prompt helpers.
 
 Needs a ComfyUI checkout: ``UNIFORM_COMFYUI_DIR=/path/to/ComfyUI`` and, if its packages live elsewhere,
-``UNIFORM_COMFYUI_PYTHON=/path/to/venv/bin/python`` (with this library installed there: ``pip install -e .``).
+``UNIFORM_COMFYUI_PYTHON=/path/to/venv/bin/python`` (with the library's dependencies installed there; the server
+imports this checkout's ``uniform_core`` in any case).
 The server runs on 127.0.0.1 with ``--cpu`` and fresh input/output/temp/user folders; the pack is linked into a
 temporary custom_nodes folder given through ``--extra-model-paths-config``, so the checkout is not touched.
 Test modules that need it mark themselves ``pytestmark = requires_comfyui`` and take the ``server`` fixture
@@ -85,7 +86,13 @@ class Server:
         args += ["--extra-model-paths-config", str(config)]
         for name in ("input", "output", "temp", "user"):
             args += [f"--{name}-directory", str(dirs[name])]
-        env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+        # The server imports this checkout's library, whatever uniform_core its Python has installed: a folder
+        # holding only uniform_core goes first on its path (the whole pack folder would shadow ComfyUI's `nodes`).
+        library = root / "library"
+        library.mkdir()
+        (library / "uniform_core").symlink_to(PACK_DIR / "uniform_core", target_is_directory=True)
+        path = os.pathsep.join(p for p in (str(library), os.environ.get("PYTHONPATH", "")) if p)
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", "PYTHONPATH": path}
         self.log = open(self.log_path, "wb")  # noqa: SIM115 (closed in stop)
         self.proc = subprocess.Popen(args, cwd=COMFY_DIR, stdout=self.log, stderr=subprocess.STDOUT, env=env)
 

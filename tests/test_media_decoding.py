@@ -171,6 +171,18 @@ def test_4k_input_is_resized_while_decoding(uhd_mp4):
     assert got["peak"] - got["base"] < 0.4 * full_clip_mb, got
 
 
+def test_a_4k_v2a_input_runs_at_the_bundles_size_on_every_path(uhd_mp4, pipe):
+    """Without a height/width, a 3840x2160 condition is read at the bundle's pixel count (64x64 for the tiny
+    bundle) at its own 16:9 aspect, by the one-call and the long-clip path alike."""
+    from uniform_core.long import generate_long
+
+    assert (pipe.bundle.height, pipe.bundle.width) == (64, 64)
+    short = pipe.generate("v2a", video=uhd_mp4, steps=1)
+    long = generate_long(pipe, "v2a", video=uhd_mp4, steps=1, window=2, overlap=1)
+    for result in (short, long):
+        assert result.frames.shape == (1, 34, 48, 80, 3)
+
+
 def test_decode_time_resize_matches_resizing_after_decoding(uhd_mp4):
     small = media.read_video(uhd_mp4, fps=17, size=(256, 256), duration=3 / 17, with_audio=False)
     full = media.read_video(uhd_mp4, fps=17, duration=3 / 17, with_audio=False)

@@ -135,9 +135,9 @@ def test_generate_returns_the_condition_unchanged(pipe):
 
 
 def test_inputs_are_conformed_and_reported(pipe):
-    frames = torch.rand(45, 70, 90, 3)  # 1.5 s at 30 fps, odd size
+    frames = torch.rand(45, 70, 90, 3)  # 1.5 s at 30 fps, odd size, more pixels than the 64x64 bundle's
     result = pipe.generate("v2a", video=media.VideoClip(frames, 30.0, None), steps=1)
-    assert result.frames.shape[1:] == (17, 64, 80, 3)
+    assert result.frames.shape[1:] == (17, 48, 64, 3)  # ~64x64 px at its own aspect, multiples of 16
     assert result.notes, "conforming the input must be reported"
 
 
@@ -247,3 +247,12 @@ def test_a_picture_larger_than_the_model_takes_is_scaled_as_a_whole():
     assert model_size(4096, 1024) == (MAX_SIDE, 512)
     assert model_size(70, 90) == (64, 80)  # within the limit: only cropped to multiples of 16
     assert model_size(1, 1) == (16, 16)
+
+
+def test_a_picture_is_scaled_to_the_models_pixel_count_at_its_own_aspect():
+    from uniform_core.stages import model_size
+
+    assert model_size(2160, 3840, area=64 * 64) == (48, 80)  # ~4096 px at 16:9
+    assert model_size(2160, 3840, area=256 * 256) == (192, 336)
+    assert model_size(64, 64, area=64 * 64) == (64, 64)
+    assert model_size(32, 48, area=64 * 64) == (32, 48)  # never scaled up

@@ -131,8 +131,18 @@ def _add_generate(sub) -> None:
     p.add_argument(
         "--overlap", type=int, default=1, help="seconds each window shares with the one before (long clips)"
     )
-    p.add_argument("--height", type=int, default=None, help="pixels, a multiple of 16 (t2av/a2v)")
-    p.add_argument("--width", type=int, default=None, help="pixels, a multiple of 16 (t2av/a2v)")
+    p.add_argument(
+        "--height",
+        type=int,
+        default=None,
+        help="pixels, a multiple of 16 (default: the bundle's; v2a: its pixel count)",
+    )
+    p.add_argument(
+        "--width",
+        type=int,
+        default=None,
+        help="pixels, a multiple of 16 (default: the bundle's; v2a: its pixel count)",
+    )
     p.add_argument("--batch", type=int, default=1, help="variations in one call; item i uses seed + i")
     p.add_argument("--device", default="cpu")
     p.add_argument("--offload", action="store_true", help="keep only the running component on the device")

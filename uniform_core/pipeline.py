@@ -155,10 +155,15 @@ class UniFormPipeline:
 
         video_latent = audio_latent = None
         if task == "v2a":
-            clip = video if isinstance(video, media.VideoClip) else _read_video_input(video, duration, height, width)
+            area = (
+                b.height * b.width
+            )  # without --height/--width, the input at its own aspect and the bundle's pixel count
+            clip = (
+                video if isinstance(video, media.VideoClip) else read_video_input(video, duration, height, width, area)
+            )
             notes += clip.notes
             with self._use(b.video_vae):
-                video_latent = encode_video(b.video_vae, clip.frames, clip.fps, duration, height, width)
+                video_latent = encode_video(b.video_vae, clip.frames, clip.fps, duration, height, width, area)
             notes += video_latent.notes
         if task == "a2v":
             clip = audio if isinstance(audio, media.AudioClip) else media.read_audio(audio)
@@ -197,13 +202,15 @@ class UniFormPipeline:
         return GenerationResult(task, frames, fps, waveform, sample_rate, out.seeds, notes, sources)
 
 
-def _read_video_input(path, duration: int | None, height: int | None, width: int | None) -> media.VideoClip:
-    """A video file at the model's 17 fps by its timestamps and at the model size (checked first), resized while
-    it is decoded, so a large file never sits in memory at full size; at most ``duration`` s (None: 16 s, the
-    longest clip)."""
-    own_h, own_w = model_size(*media.picture_size(path))
+def read_video_input(
+    path, duration: int | None, height: int | None, width: int | None, area: int, max_seconds: int = checks.MAX_SECONDS
+) -> media.VideoClip:
+    """A video file at the model's 17 fps by its timestamps and at the model size (checked first; ``model_size``
+    with ``area``), resized while it is decoded, so a large file never sits in memory at full size; at most
+    ``duration`` s (None: ``max_seconds``, the longest clip)."""
+    own_h, own_w = model_size(*media.picture_size(path), area)
     size = checks.size(own_h if height is None else height, own_w if width is None else width)
-    seconds = checks.MAX_SECONDS if duration is None else checks.duration(duration)
+    seconds = max_seconds if duration is None else checks.duration(duration, high=max_seconds)
     return media.read_video(path, fps=VIDEO_FPS, size=size, duration=seconds, with_audio=False)
 
 

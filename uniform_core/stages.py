@@ -112,15 +112,17 @@ def encode_video(
     duration: int | None = None,
     height: int | None = None,
     width: int | None = None,
+    area: int | None = None,
 ) -> VideoLatent:
     """Conform ``frames`` ((T, H, W, 3) float in [0, 1] at ``fps``) to 17 fps, whole seconds and a size that is a
     multiple of 16 px, then encode them with the posterior mean (so conditioning is reproducible). uint8 frames
-    are taken as 0..255. ``duration``, ``height``, ``width``: None follows the input (at most 16 s)."""
+    are taken as 0..255. ``duration``, ``height``, ``width``: None follows the input (at most 16 s; the size as
+    ``model_size`` gives it, scaled to about ``area`` pixels when that is given)."""
     checks.instance(video_vae, VideoVAE, "video_vae", " (from load_video_vae or a bundle)")
     frames = checks.frames(frames, "frames")
     fps = checks.fps(fps)
     seconds = checks.duration(_whole_seconds(frames.shape[0] / fps) if duration is None else duration)
-    own_height, own_width = model_size(frames.shape[1], frames.shape[2])
+    own_height, own_width = model_size(frames.shape[1], frames.shape[2], area)
     height = own_height if height is None else height
     width = own_width if width is None else width
     checks.size(height, width)
@@ -356,11 +358,15 @@ def _whole_seconds(seconds: float) -> int:
     return max(1, min(checks.MAX_SECONDS, int(seconds)))
 
 
-def model_size(height: int, width: int) -> tuple[int, int]:
+def model_size(height: int, width: int, area: int | None = None) -> tuple[int, int]:
     """The input's size for the model: a picture larger than the model takes is first scaled down as a whole
-    (both sides by one factor, so a 3840x2160 clip becomes 2048x1152, not a square crop), then each side is the
-    largest multiple of 16 px not above it (center-cropped to it), at least 16."""
+    (both sides by one factor, so a 3840x2160 clip becomes 2048x1152, not a square crop), and, given ``area`` (the
+    pixels per frame the model was trained at, e.g. a bundle's height x width), down to about that many pixels at
+    the input's own aspect ratio; then each side is the largest multiple of 16 px not above it (center-cropped to
+    it), at least 16. Never scaled up."""
     scale = min(1.0, checks.MAX_SIDE / max(height, width))
+    if area is not None:
+        scale = min(scale, (area / (height * width)) ** 0.5)
     return tuple(max(16, int(side * scale) // 16 * 16) for side in (height, width))
 
 

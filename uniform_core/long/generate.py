@@ -30,6 +30,7 @@ from ..pipeline import (
     decode_video,
     encode_text,
     make_task_latent,
+    read_video_input,
 )
 from ..stages import model_size
 from ..tasks import (
@@ -58,7 +59,7 @@ def encode_video_long(pipe: UniFormPipeline, clip: media.VideoClip, duration, he
     """The V2A condition of a whole clip: frames conformed to 17 fps, whole seconds and a multiple of 16 px, then
     encoded ``window`` seconds at a time (the VAE encodes each 1 s chunk on its own, so this is exact)."""
     seconds = _seconds_of(duration, clip.frames.shape[0], clip.fps)
-    own_h, own_w = model_size(clip.frames.shape[1], clip.frames.shape[2])
+    own_h, own_w = model_size(clip.frames.shape[1], clip.frames.shape[2], pipe.bundle.height * pipe.bundle.width)
     h = own_h if height is None else height
     w = own_w if width is None else width
     checks.size(h, w)
@@ -174,7 +175,10 @@ def generate_long(
             text = encode_text(b.text_encoder, prompt, negative_prompt)
     video_latent = audio_latent = None
     if task == "v2a":
-        clip = video if isinstance(video, media.VideoClip) else media.read_video(video, with_audio=False)
+        area = b.height * b.width
+        clip = video
+        if not isinstance(video, media.VideoClip):
+            clip = read_video_input(video, duration, height, width, area, LONG_MAX_SECONDS)
         video_latent = encode_video_long(pipe, clip, duration, height, width, window)
     if task == "a2v":
         clip = audio if isinstance(audio, media.AudioClip) else media.read_audio(audio)
