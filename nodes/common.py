@@ -8,7 +8,7 @@ from uniform_core.errors import InputError, UniFormError
 from uniform_core.stages import AudioLatent, TextConditioning, VideoLatent
 from uniform_core.tasks import VIDEO_FPS
 
-from .host import Component
+from .managed import Component
 
 # Private socket types: what flows between UniForm nodes only. Native types (IMAGE, AUDIO, VIDEO, FLOAT) are used
 # wherever the data has their shape, so native nodes plug in on either side.

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from uniform_core import pipeline
+from uniform_core import memory, pipeline
 
-from . import host
+from . import host, managed
 from .common import AUDIO_VAE, LATENT, VIDEO_VAE, UniFormNode
 
 
@@ -28,7 +28,8 @@ class UniFormVideoDecode(UniFormNode):
 
     def execute(self, video_vae, latent):
         host.check_interrupted()
-        with host.running(video_vae) as vae:
+        chunk, _ = memory.decode_bytes(video_vae.module, latent, latent.video.shape[0])
+        with managed.running(video_vae, chunk) as vae:
             frames, fps = pipeline.decode_video(vae, latent)
         return (list(frames), fps)
 
@@ -53,7 +54,7 @@ class UniFormAudioDecode(UniFormNode):
 
     def execute(self, audio_vae, latent):
         host.check_interrupted()
-        with host.running(audio_vae) as codec:
+        with managed.running(audio_vae) as codec:
             waveforms, sample_rate = pipeline.decode_audio(codec, latent)
         return ([{"waveform": w.unsqueeze(0), "sample_rate": sample_rate} for w in waveforms],)
 

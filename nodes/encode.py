@@ -6,7 +6,7 @@ from uniform_core import checks, media, pipeline
 from uniform_core.errors import InputError
 from uniform_core.tasks import VIDEO_FPS
 
-from . import host
+from . import host, managed
 from .common import AUDIO_LATENT, AUDIO_VAE, TEXT, TEXT_ENCODER, VIDEO_LATENT, VIDEO_VAE, UniFormNode, fps_input
 
 _DURATION_TOOLTIP = f"Whole seconds to keep (1 s = 17 frames). 0: as long as the input, up to {checks.MAX_SECONDS} s."
@@ -34,7 +34,7 @@ class UniFormTextEncode(UniFormNode):
         }
 
     def execute(self, text_encoder, prompt, negative_prompt):
-        with host.running(text_encoder) as encoder:
+        with managed.running(text_encoder) as encoder:
             return (pipeline.encode_text(encoder, prompt, negative_prompt),)
 
 
@@ -87,7 +87,7 @@ class UniFormVideoEncode(UniFormNode):
             source = video if media.file_source(video) else host.decoded_video(video, "video")
             clip = media.from_comfy_video(source, fps=VIDEO_FPS, size=size, duration=seconds)
             images, fps = clip.frames, clip.fps
-        with host.running(video_vae) as vae:
+        with managed.running(video_vae) as vae:
             encoded = pipeline.encode_video(vae, images, fps, duration or None, height or None, width or None)
         return (encoded, encoded.frames, float(encoded.fps))
 
@@ -118,7 +118,7 @@ class UniFormAudioEncode(UniFormNode):
 
     def execute(self, audio_vae, audio, duration):
         clip = media.from_comfy_audio(audio)
-        with host.running(audio_vae) as codec:
+        with managed.running(audio_vae) as codec:
             encoded = pipeline.encode_audio(codec, clip.waveform, clip.sample_rate, duration or None)
         return (encoded, media.to_comfy_audio(media.AudioClip(encoded.waveform.view(1, -1), encoded.sample_rate)))
 

@@ -11,7 +11,6 @@ tests and scripts can call directly:
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 import json
 import logging
@@ -37,7 +36,6 @@ logger = logging.getLogger(__name__)
 FOLDER = "uniform"  # models/uniform, the pack's model folder in ComfyUI
 EMBEDDED_BUNDLE = "uniform-tiny (embedded)"
 PRECISIONS = list(POLICY_PRECISIONS)  # lists: ComfyUI validates combos only when they are lists
-OFFLOAD_MODES = ["auto", "offload", "keep on device"]
 _MODEL_EXTENSIONS = (".safetensors", ".sft", ".ckpt", ".pt", ".pth", ".bin")
 EXAMPLE_INPUTS = Path(__file__).resolve().parents[1] / "example_inputs"  # what the example workflows load
 BUNDLE_FILES = (*COMPONENT_FILES.values(), "bundle.json")  # every file load_bundle reads
@@ -261,67 +259,59 @@ def cancel_check():
     return cancel
 
 
-# ---- devices, precision and offloading ---------------------------------------------------------------------
+# ---- devices, precision and ComfyUI's model management ------------------------------------------------------
+
+# Which of ComfyUI's device choices each part follows (so --cpu-vae and the text encoder's device apply to ours).
+_DEVICES = {
+    "dit": ("get_torch_device", "unet_offload_device"),
+    "video_vae": ("vae_device", "vae_offload_device"),
+    "audio_codec": ("vae_device", "vae_offload_device"),
+    "text_encoder": ("text_encoder_device", "text_encoder_offload_device"),
+}
 
 
-def torch_device() -> torch.device:
+def load_device(part: str = "dit") -> torch.device:
+    """Where ComfyUI runs a model of kind ``part`` (a key of ``_DEVICES``); the CPU outside ComfyUI."""
     mm = _comfy("comfy.model_management")
-    return torch.device(mm.get_torch_device()) if mm is not None else torch.device("cpu")
+    return torch.device(getattr(mm, _DEVICES[part][0])()) if mm is not None else torch.device("cpu")
 
 
-def offload_device() -> torch.device:
-    mm = _comfy("comfy.model_management")
-    return torch.device(mm.unet_offload_device()) if mm is not None else torch.device("cpu")
-
-
-def choose_dtype(module: torch.nn.Module, precision: str) -> torch.dtype:
-    """The dtype of ``module`` by the library's one policy (``uniform_core.precision``), with ComfyUI's own
-    judgement of whether the device runs bf16 well."""
-    device = torch_device()
+def choose_dtype(module: torch.nn.Module, precision: str, device: torch.device | None = None) -> torch.dtype:
+    """The dtype of ``module`` on ``device`` (default: ComfyUI's torch device) by the library's one policy
+    (``uniform_core.precision``), with ComfyUI's own judgement of whether the device runs bf16 well."""
+    device = load_device() if device is None else device
     mm = _comfy("comfy.model_management")
     bf16_ok = mm.should_use_bf16(device) if mm is not None and device.type != "cpu" else None
     return part_dtype(part_name(module), precision, device, bf16_ok)
 
 
-@dataclass
-class Component:
-    """A loaded model part (DiT, video VAE, audio codec or text encoder) plus where it lives between runs."""
+def model_patcher(module: torch.nn.Module, part: str, keep_on_device: bool = False):
+    """ComfyUI's ModelPatcher for ``module`` on the devices ComfyUI picks for ``part``; None outside ComfyUI.
 
-    module: torch.nn.Module
-    name: str
-    offload: bool  # True: parked on the offload device and moved to the torch device only while it runs
-
-
-def prepare(module: torch.nn.Module, name: str, precision: str = "auto", offload: str = "auto") -> Component:
-    """Cast ``module`` to the chosen precision and place it by the offload policy.
-
-    ``offload="auto"`` follows ComfyUI's own choice for diffusion models (offload when its offload device differs
-    from the torch device, e.g. not with ``--highvram``).
+    ``keep_on_device`` makes the load device the offload device too. The plain ModelPatcher, not 0.4's dynamic
+    CoreModelPatcher: that one streams weights of ComfyUI's own layer classes, which our modules do not use.
     """
-    if offload not in OFFLOAD_MODES:
-        raise InputError(f"offload must be one of {', '.join(OFFLOAD_MODES)}; got {offload!r}")
-    parked = offload == "offload" or (offload == "auto" and offload_device() != torch_device())
-    module = module.to(dtype=choose_dtype(module, precision)).eval().requires_grad_(False)
-    module.to(offload_device() if parked else torch_device())
-    return Component(module, name, parked)
+    mm, patching = _comfy("comfy.model_management"), _comfy("comfy.model_patcher")
+    if mm is None or patching is None:
+        return None
+    load, offload = (torch.device(getattr(mm, name)()) for name in _DEVICES[part])
+    module.device = next(module.parameters()).device  # where the weights are now, not where ComfyUI would put them
+    return patching.ModelPatcher(module, load_device=load, offload_device=load if keep_on_device else offload)
 
 
-@contextlib.contextmanager
-def running(component: Component):
-    """Yield the component's module on the torch device; park it again afterwards if it offloads."""
-    device = torch_device()
+def load_models(patchers: list, memory_required: int = 0) -> None:
+    """Load ``patchers``' modules onto their device the way ComfyUI loads its own: memory is freed first (other
+    models unloaded as needed, by ComfyUI's rules for --lowvram/--novram/--highvram), then the weights move whole
+    (``force_full_load``: ComfyUI streams parts of a model only for its own layer classes)."""
     mm = _comfy("comfy.model_management")
-    if mm is not None and device.type != "cpu":
-        size = sum(p.numel() * p.element_size() for p in component.module.parameters())
-        mm.free_memory(size * 1.2, device)  # let ComfyUI unload its own models to make room
-    component.module.to(device)
-    try:
-        yield component.module
-    finally:
-        if component.offload:
-            component.module.to(offload_device())
-            if mm is not None:
-                mm.soft_empty_cache()
+    mm.load_models_gpu(patchers, memory_required=memory_required, force_full_load=True)
+
+
+def unload_model(patcher) -> None:
+    """Unload one model to its offload device and drop it from ComfyUI's loaded models, leaving the others."""
+    mm = _comfy("comfy.model_management")
+    others = [loaded for loaded in mm.current_loaded_models if loaded.model is not patcher]
+    mm.free_memory(1e30, patcher.load_device, keep_loaded=others)
 
 
 # ---- native VIDEO -----------------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ from uniform_core.codecs.text import load_text_encoder
 from uniform_core.codecs.video_vae import load_video_vae
 from uniform_core.model.uniform_dit import UniFormDiT
 
-from . import host
+from . import host, managed
 from .common import AUDIO_VAE, DIT, TEXT_ENCODER, VIDEO_VAE, UniFormNode
 
 _DIT_TIP = "The diffusion transformer, for UniForm Sampler."
@@ -24,11 +24,12 @@ def _placement_inputs() -> dict:
             {"default": "auto", "tooltip": "Weight precision. auto: bf16 where the device runs it well, else fp32."},
         ),
         "offload": (
-            host.OFFLOAD_MODES,
+            managed.OFFLOAD_MODES,
             {
                 "default": "auto",
-                "tooltip": "offload: keep the weights in system memory and move them to the GPU only while they run. "
-                "keep on device: leave them on the GPU. auto: follow ComfyUI's memory mode.",
+                "tooltip": "auto: ComfyUI's model management loads the weights before they run and unloads them "
+                "when another model needs the memory (--lowvram/--novram/--highvram apply). offload: unload them to "
+                "system memory right after each use. keep on device: once loaded, leave them on the GPU.",
             },
         ),
     }
@@ -52,7 +53,7 @@ class UniFormLoadDiT(UniFormNode):
 
     def execute(self, dit_name, precision, offload):
         dit = UniFormDiT.load(host.resolve_model(dit_name, "dit_name"))
-        return (host.prepare(dit, dit_name, precision, offload),)
+        return (managed.prepare(dit, dit_name, precision, offload),)
 
 
 class UniFormLoadVideoVAE(UniFormNode):
@@ -69,7 +70,7 @@ class UniFormLoadVideoVAE(UniFormNode):
 
     def execute(self, vae_name, precision, offload):
         vae = load_video_vae(host.resolve_model(vae_name, "vae_name"))
-        return (host.prepare(vae, vae_name, precision, offload),)
+        return (managed.prepare(vae, vae_name, precision, offload),)
 
 
 class UniFormLoadAudioVAE(UniFormNode):
@@ -95,7 +96,7 @@ class UniFormLoadAudioVAE(UniFormNode):
             load_audio_vae(host.resolve_model(vae_name, "vae_name")),
             load_vocoder(host.resolve_model(vocoder_name, "vocoder_name")),
         )
-        return (host.prepare(codec, f"{vae_name} + {vocoder_name}", precision, offload),)
+        return (managed.prepare(codec, f"{vae_name} + {vocoder_name}", precision, offload),)
 
 
 class UniFormLoadTextEncoder(UniFormNode):
@@ -112,7 +113,7 @@ class UniFormLoadTextEncoder(UniFormNode):
 
     def execute(self, text_encoder_name, precision, offload):
         encoder = load_text_encoder(host.resolve_model(text_encoder_name, "text_encoder_name"))
-        return (host.prepare(encoder, text_encoder_name, precision, offload),)
+        return (managed.prepare(encoder, text_encoder_name, precision, offload),)
 
 
 class UniFormLoadBundle(UniFormNode):
@@ -138,7 +139,7 @@ class UniFormLoadBundle(UniFormNode):
     def execute(self, bundle, precision, offload):
         b = load_bundle(None if bundle == host.EMBEDDED_BUNDLE else host.resolve_bundle(bundle))
         parts = (b.dit, b.video_vae, b.audio_codec, b.text_encoder)
-        return tuple(host.prepare(m, f"{bundle}: {type(m).__name__}", precision, offload) for m in parts)
+        return tuple(managed.prepare(m, f"{bundle}: {type(m).__name__}", precision, offload) for m in parts)
 
 
 NODES = [UniFormLoadDiT, UniFormLoadVideoVAE, UniFormLoadAudioVAE, UniFormLoadTextEncoder, UniFormLoadBundle]

@@ -7,7 +7,7 @@ from uniform_core.diffusion.samplers import SAMPLER_DESCRIPTIONS, SAMPLERS
 from uniform_core.errors import InputError
 from uniform_core.tasks import LONG_MAX_SECONDS
 
-from . import host
+from . import host, managed
 from .common import AUDIO_LATENT, DIT, LATENT, TEXT, VIDEO_LATENT, UniFormNode
 
 
@@ -103,7 +103,7 @@ class UniFormLongSampler(UniFormNode):
     def execute(self, dit, latent, seed, steps, cfg_video, cfg_audio, sampler, window, overlap, text=None):
         _check_text(latent, text)
         progress, cancel = host.progress_reporter(), host.cancel_check()
-        with host.running(dit) as model:
+        with managed.running(dit) as model:
             out = long.sample_long(
                 model, latent, text, seed, steps, cfg_video, sampler, 1, window, overlap, progress, cancel, cfg_audio
             )
@@ -161,7 +161,7 @@ class UniFormExtend(UniFormNode):
         longer = long.extend_latent(latent, seconds, None if given is None else given.latent)
         progress, cancel = host.progress_reporter(), host.cancel_check()
         done = int(latent.duration)
-        with host.running(dit) as model:
+        with managed.running(dit) as model:
             out = long.sample_long(
                 model,
                 longer,

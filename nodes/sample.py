@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from uniform_core import checks, pipeline
+from uniform_core import checks, memory, pipeline
 from uniform_core.diffusion.samplers import SAMPLER_DESCRIPTIONS, SAMPLERS
 from uniform_core.errors import InputError
 from uniform_core.model.compiled import compile_dit
 
-from . import host
+from . import host, managed
 from .common import DIT, LATENT, TEXT, UniFormNode
 
 
@@ -79,7 +79,8 @@ class UniFormSampler(UniFormNode):
         if getattr(latent, "task", None) == "t2av" and text is None:
             raise InputError("task 't2av' needs the text input; connect it from a UniForm Text Encode node")
         progress, cancel = host.progress_reporter(), host.cancel_check()
-        with host.running(dit) as model:
+        activations = memory.dit_bytes(dit.module, latent, batch_size, guided=text is not None and cfg != 1)
+        with managed.running(dit, activations) as model:
             if compile:
                 compile_dit(model)
             out = pipeline.sample(model, latent, text, seed, steps, cfg, sampler, batch_size, progress, cancel)

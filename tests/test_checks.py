@@ -313,10 +313,10 @@ def test_dit_metadata_with_bad_json_is_a_checkpoint_error(tmp_path, config):
 
 def test_nodes_check_socket_types_and_widget_ranges(pack, bundle, dit_calls):
     nodes = pack.NODE_CLASS_MAPPINGS
-    host = importlib.import_module(f"{pack.__name__}.nodes.host")
+    managed = importlib.import_module(f"{pack.__name__}.nodes.managed")
     sampler = nodes["UniFormSampler"]()
     (latent,) = nodes["UniFormTaskLatent"]().run(task="t2av", duration=1, width=32, height=32)
-    good = dict(dit=host.prepare(bundle.dit, "dit", "fp32", "auto"), latent=latent, seed=0, steps=1, cfg=1.0)
+    good = dict(dit=managed.prepare(bundle.dit, "dit", "fp32", "auto"), latent=latent, seed=0, steps=1, cfg=1.0)
     good |= dict(sampler="ddim", batch_size=1, text=encode_text(bundle.text_encoder, "a ball"))
     with pytest.raises(InputError, match="UniForm Sampler: dit must be UNIFORM_DIT \\(from UniForm Load DiT"):
         sampler.run(**(good | {"dit": "a model"}))

@@ -134,9 +134,9 @@ def test_pipeline_and_stage_arguments(fuzz, files, pipe, bundle, tmp_path):
 def test_node_inputs(fuzz, files, pack, bundle, tmp_path, monkeypatch):
     monkeypatch.setenv("UNIFORM_OUTPUT_DIR", str(tmp_path))
     nodes = {k: v() for k, v in pack.NODE_CLASS_MAPPINGS.items()}
-    host = __import__(f"{pack.__name__}.nodes.host", fromlist=["prepare"])
+    managed = __import__(f"{pack.__name__}.nodes.managed", fromlist=["prepare"])
     parts = {
-        name: host.prepare(getattr(bundle, attr), name, "fp32", "auto")
+        name: managed.prepare(getattr(bundle, attr), name, "fp32", "auto")
         for name, attr in [
             ("dit", "dit"),
             ("video_vae", "video_vae"),

@@ -102,13 +102,13 @@ def test_v2a_from_a_variable_rate_file_conditions_on_the_frames_shown(tmp_path):
 
 def test_video_encode_node_decodes_load_videos_file_by_timestamps(vfr_mp4):
     from nodes.encode import UniFormVideoEncode
-    from nodes.host import Component
+    from nodes.managed import Component
 
     def whole_file_at_full_size():
         raise AssertionError("a file-backed VIDEO must not be decoded whole by ComfyUI's get_components()")
 
     loaded = SimpleNamespace(get_components=whole_file_at_full_size, get_stream_source=lambda: str(vfr_mp4))
-    vae = Component(random_tiny_bundle(seed=0).video_vae, "video_vae", offload=False)
+    vae = Component(random_tiny_bundle(seed=0).video_vae, "video_vae", offload="auto")
     _, frames, fps = UniFormVideoEncode().run(
         video_vae=vae, fps=17.0, duration=2, width=32, height=32, images=None, video=loaded
     )
