@@ -239,6 +239,24 @@ def progress_reporter():
     return progress
 
 
+def preview_shower():
+    """``show(step, total, image)`` that draws ``image`` ((H, W, 3) uint8) as the node's progress preview, as
+    ComfyUI's latent previewers send theirs; None outside ComfyUI or while its preview method is none."""
+    cli_args, utils = _comfy("comfy.cli_args"), _comfy("comfy.utils")
+    if cli_args is None or utils is None or cli_args.args.preview_method == cli_args.LatentPreviewMethod.NoPreviews:
+        return None
+    from PIL import Image  # a ComfyUI dependency, not the library's
+
+    bar = None
+
+    def show(step: int, total: int, image: torch.Tensor) -> None:
+        nonlocal bar
+        bar = bar or utils.ProgressBar(total)
+        bar.update_absolute(step, total, ("JPEG", Image.fromarray(image.numpy()), cli_args.args.preview_size))
+
+    return show
+
+
 def check_interrupted() -> None:
     """Raise ComfyUI's own interrupt exception if the user pressed Cancel, so the run is recorded as interrupted
     (not failed) and the flag is reset for the next prompt. Never raises outside ComfyUI."""

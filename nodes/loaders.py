@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
+
 from uniform_core.bundle import load_bundle
 from uniform_core.codecs.audio import AudioCodec, load_audio_vae, load_vocoder
 from uniform_core.codecs.text import load_text_encoder
 from uniform_core.codecs.video_vae import load_video_vae
 from uniform_core.model.uniform_dit import UniFormDiT
+from uniform_core.previews import load_preview_map
 
 from . import host, managed
 from .common import AUDIO_VAE, DIT, TEXT_ENCODER, VIDEO_VAE, UniFormNode
@@ -52,8 +55,10 @@ class UniFormLoadDiT(UniFormNode):
         return {"required": {"dit_name": _file_input("UniForm DiT"), **_placement_inputs()}}
 
     def execute(self, dit_name, precision, offload):
-        dit = UniFormDiT.load(host.resolve_model(dit_name, "dit_name"))
-        return (managed.prepare(dit, dit_name, precision, offload),)
+        path = host.resolve_model(dit_name, "dit_name")
+        component = managed.prepare(UniFormDiT.load(path), dit_name, precision, offload)
+        component.preview = load_preview_map(os.path.dirname(path))  # the maps of the bundle it is part of, if any
+        return (component,)
 
 
 class UniFormLoadVideoVAE(UniFormNode):
@@ -139,7 +144,9 @@ class UniFormLoadBundle(UniFormNode):
     def execute(self, bundle, precision, offload):
         b = load_bundle(None if bundle == host.EMBEDDED_BUNDLE else host.resolve_bundle(bundle))
         parts = (b.dit, b.video_vae, b.audio_codec, b.text_encoder)
-        return tuple(managed.prepare(m, f"{bundle}: {type(m).__name__}", precision, offload) for m in parts)
+        dit, *codecs = (managed.prepare(m, f"{bundle}: {type(m).__name__}", precision, offload) for m in parts)
+        dit.preview = b.preview
+        return (dit, *codecs)
 
 
 NODES = [UniFormLoadDiT, UniFormLoadVideoVAE, UniFormLoadAudioVAE, UniFormLoadTextEncoder, UniFormLoadBundle]

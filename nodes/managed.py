@@ -17,6 +17,7 @@ import torch
 
 from uniform_core.errors import InputError
 from uniform_core.precision import part_name
+from uniform_core.previews import PreviewMap
 
 from . import host
 
@@ -31,6 +32,7 @@ class Component:
     name: str
     offload: str  # one of OFFLOAD_MODES
     patcher: object | None = None  # comfy.model_patcher.ModelPatcher
+    preview: PreviewMap | None = None  # a DiT's live-preview maps (fitted to the VAEs of its bundle)
 
 
 def prepare(module: torch.nn.Module, name: str, precision: str = "auto", offload: str = "auto") -> Component:

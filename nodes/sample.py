@@ -6,6 +6,7 @@ from uniform_core import checks, memory, pipeline
 from uniform_core.diffusion.samplers import SAMPLER_DESCRIPTIONS, SAMPLERS
 from uniform_core.errors import InputError
 from uniform_core.model.compiled import compile_dit
+from uniform_core.previews import LivePreview
 
 from . import host, managed
 from .common import DIT, LATENT, TEXT, UniFormNode
@@ -72,18 +73,32 @@ class UniFormSampler(UniFormNode):
                         "first run that compiles.",
                     },
                 ),
+                "preview_interval": (
+                    "INT",
+                    {
+                        "default": 1,
+                        "min": 1,
+                        "max": checks.MAX_STEPS,
+                        "tooltip": "Steps between live previews of the current estimate (video frames over a "
+                        "spectrogram strip), shown while ComfyUI's preview method is not none.",
+                    },
+                ),
             },
         }
 
-    def execute(self, dit, latent, seed, steps, cfg, sampler, batch_size, text=None, compile=False):
+    def execute(
+        self, dit, latent, seed, steps, cfg, sampler, batch_size, text=None, compile=False, preview_interval=1
+    ):
         if getattr(latent, "task", None) == "t2av" and text is None:
             raise InputError("task 't2av' needs the text input; connect it from a UniForm Text Encode node")
-        progress, cancel = host.progress_reporter(), host.cancel_check()
+        progress, cancel, show = host.progress_reporter(), host.cancel_check(), host.preview_shower()
+        preview = LivePreview(dit.preview, preview_interval, show) if show and dit.preview else None
         activations = memory.dit_bytes(dit.module, latent, batch_size, guided=text is not None and cfg != 1)
         with managed.running(dit, activations) as model:
             if compile:
                 compile_dit(model)
-            out = pipeline.sample(model, latent, text, seed, steps, cfg, sampler, batch_size, progress, cancel)
+            args = (model, latent, text, seed, steps, cfg, sampler, batch_size, progress, cancel)
+            out = pipeline.sample(*args, preview=preview)
         return (out.latent,)
 
 

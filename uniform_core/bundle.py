@@ -29,6 +29,7 @@ from .diffusion.guidance import guidance_scales
 from .diffusion.samplers import check_sampler
 from .errors import CheckpointError, InputError
 from .model.uniform_dit import UniFormDiT
+from .previews import PreviewMap, load_preview_map
 from .tasks import task_index
 
 DEFAULT_BUNDLE_DIR = Path(__file__).parent / "assets" / "uniform-tiny"
@@ -57,6 +58,7 @@ class Bundle:
     duration: int = 4
     sampler: str = "iddpm"
     cfg: float | dict[str, float] = 5.0  # one scale, or one per task
+    preview: PreviewMap | None = None  # live-preview maps fitted to these VAEs (preview.json), if stored
 
     def cfg_for(self, task: str) -> float:
         """The CFG scale this bundle uses for ``task`` unless told otherwise."""
@@ -97,6 +99,7 @@ def load_bundle(path: str | os.PathLike | None = None, device: str | torch.devic
         duration=info.get("duration", 4),
         sampler=info.get("sampler", "iddpm"),
         cfg=info.get("cfg", 5.0),
+        preview=load_preview_map(folder),
     )
     for module in bundle.modules().values():
         if torch.device(device).type != "cpu":  # loaded on the CPU; .to() would walk every module for nothing

@@ -233,6 +233,7 @@ def sample(
     cfg_audio: float | None = None,
     given_frames: int = 0,
     given_noised: bool = False,
+    preview: Callable[[int, int, torch.Tensor, torch.Tensor], None] | None = None,
 ) -> SampleOutput:
     """Denoise the generated modality of ``latent``; item ``i`` of the batch uses seed ``seed + i``.
 
@@ -240,7 +241,8 @@ def sample(
     and ``cfg_audio`` on the audio). Without ``text`` the model is conditioned on its learned null caption only, so
     guidance is skipped. ``given_frames``: the first latent frames of both modalities are given by ``latent`` and
     kept clean (continuation, :mod:`~uniform_core.diffusion.continuation`), or with ``given_noised`` shown at
-    each step's noise level and replaced after every step.
+    each step's noise level and replaced after every step. ``preview(step, total, video, audio)`` gets the
+    model's current x0 estimate of the batch after each step (e.g. :class:`~uniform_core.previews.LivePreview`).
     """
     check_sampling_args(seed, steps, cfg, sampler, batch_size)
     if cfg_audio is not None:
@@ -268,8 +270,13 @@ def sample(
     y, mask, y_null, mask_null, scale = _text_batch(dit, text, batch_size, cfg, device)
     audio_scale = scale if cfg_audio is None or text is None else cfg_audio
     model_fn = make_model_fn(dit, batch_latent, y, mask, y_null, mask_null, scale, audio_scale)
+
+    def x0_preview(step: int, total: int, x0: torch.Tensor) -> None:
+        preview(step, total, *unpack(x0, video.shape, audio.shape))
+
+    x0_callback = None if preview is None else x0_preview
     x0 = run_sampler(
-        model_fn, noise, clean, keep, sampler, steps, generators, callback=progress, cancel=cancel, renoise=renoise
+        model_fn, noise, clean, keep, sampler, steps, generators, progress, cancel, None, renoise, x0_callback
     )
     video_out, audio_out = unpack(x0, video.shape, audio.shape)
     return SampleOutput(latent=latent.with_latents(video_out.float().cpu(), audio_out.float().cpu()), seeds=seeds)

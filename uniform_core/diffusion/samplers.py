@@ -164,6 +164,7 @@ def sample(
     cancel: Callable[[], bool] | None = None,
     schedule: NoiseSchedule | None = None,
     renoise: torch.Tensor | None = None,
+    x0_callback: Callable[[int, int, torch.Tensor], None] | None = None,
 ) -> torch.Tensor:
     """Denoise ``noise`` into x_0 with ``sampler`` in ``steps`` model calls.
 
@@ -175,7 +176,9 @@ def sample(
     cancel() is polled before each step and True raises Cancelled. renoise: [D] bool, entries that are given by
     ``clean`` but shown at the current noise level (``clean`` noised with ``noise`` by the scheduler's own
     ``add_noise``) and replaced so after every step, instead of clean: the replacement method of training-free
-    inpainting (Song et al. 2021), for given parts the model never saw clean in training. Returns x_0 [B, D].
+    inpainting (Song et al. 2021), for given parts the model never saw clean in training. x0_callback(step, total,
+    x0_hat [B, D]) runs after each step with the model's current estimate of x_0 (for live previews). Returns x_0
+    [B, D].
     """
     _check_inputs(noise, clean, keep)
     scheduler = make_scheduler(sampler, steps, schedule)
@@ -185,6 +188,7 @@ def sample(
     timesteps = scheduler.timesteps  # CPU: the scheduler indexes its CPU tables with these
     model_timesteps = timesteps.round().long().to(device)  # one transfer, before the loop
     total = len(timesteps)
+    alphas_cumprod = (schedule or NoiseSchedule()).alphas_cumprod  # CPU, indexed by the model's timesteps
 
     x = torch.where(keep, clean, noise * scheduler.init_noise_sigma)
     if renoise is not None:
@@ -210,4 +214,7 @@ def sample(
             x = torch.where(renoise, given.to(x.dtype), x)
         if callback is not None:
             callback(i + 1, total)
+        if x0_callback is not None:  # x_t = sqrt(abar) x_0 + sqrt(1 - abar) eps (DDPM eq. 4) solved for x_0
+            abar = float(alphas_cumprod[int(t.round())])
+            x0_callback(i + 1, total, torch.where(keep, clean, (model_in - (1 - abar) ** 0.5 * eps) / abar**0.5))
     return x
