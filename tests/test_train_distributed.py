@@ -268,3 +268,27 @@ def test_the_shipped_engine_configs_load_with_accelerate_s_config_classes():
         assert launch.distributed_type == DistributedType.DEEPSPEED
         plugin = DeepSpeedPlugin(hf_ds_config=str(REPO / launch.deepspeed_config["deepspeed_config_file"]))
         assert plugin.zero_stage == stage
+
+
+def test_a_recipe_that_would_train_codecs_under_fsdp_is_refused_before_anything_is_written(tmp_path):
+    from uniform_core.train.config import TrainConfig
+    from uniform_core.train.recipe import check_run_files
+
+    check_run_files(TrainConfig(), tmp_path, 1, sharded=False)
+    with pytest.raises(InputError, match="video_vae, audio_vae, vocoder would be trained under FSDP/DeepSpeed"):
+        check_run_files(TrainConfig(), tmp_path, 1, sharded=True)
+    (tmp_path / "codecs").mkdir()
+    for name in ("video_vae", "audio_vae"):
+        torch.manual_seed(0)
+        UniFormDiT(MICRO).save(tmp_path / "codecs" / f"{name}.safetensors")  # any readable file stands in
+    with pytest.raises(InputError, match=r"^vocoder would be trained"):
+        check_run_files(TrainConfig(), tmp_path, 1, sharded=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["codecs"]
+
+
+def test_deepspeed_is_refused_at_start_not_at_the_first_checkpoint(tmp_path, monkeypatch):
+    acc = make_accelerator(cpu=True)
+    monkeypatch.setattr(acc.state, "distributed_type", DistributedType.DEEPSPEED)
+    with pytest.raises(InputError, match="DiT training under DeepSpeed is not supported yet"):
+        DiTTrainer(CFG, _cache(CLIPS), tmp_path / "run", acc)
+    assert not (tmp_path / "run").exists()

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator, DistributedDataParallelKwargs
+from accelerate.utils import DistributedType
 
 from ..atomic import write_text
 from ..bundle import Bundle, save_bundle
@@ -85,9 +86,10 @@ def resolve_run(config: TrainConfig, out_dir: str | os.PathLike | None, resume: 
     return run, None
 
 
-def check_run_files(config: TrainConfig, run: Path, processes: int) -> None:
-    """Refuse, before anything is written, what would stop the run later: files it would reuse that cannot be read
-    and a batch that does not split over the processes."""
+def check_run_files(config: TrainConfig, run: Path, processes: int, sharded: bool = False) -> None:
+    """Refuse, before anything is written, what would stop the run later: files it would reuse that cannot be read,
+    a batch that does not split over the processes, and (``sharded``: under FSDP or DeepSpeed) a codec to train,
+    as the codec stages train data parallel only."""
     micro = config.dit.grad_accumulation
     if config.dit.batch_size % (processes * micro):
         raise InputError(
@@ -99,6 +101,17 @@ def check_run_files(config: TrainConfig, run: Path, processes: int) -> None:
     for path in reused:
         if path.is_file():
             read_metadata(path)
+    untrained = [
+        n
+        for n in CODEC_STAGES
+        if getattr(config, n).pretrained is None and not (run / "codecs" / f"{n}.safetensors").is_file()
+    ]
+    if sharded and untrained:
+        raise InputError(
+            f"{', '.join(untrained)} would be trained under FSDP/DeepSpeed, which only the DiT stage supports: give "
+            "their pretrained weights (e.g. Open-Sora VAE, AudioLDM), or train them first without the engine config "
+            "and --resume the run folder with it"
+        )
     pretrained = {f"{name}.pretrained": getattr(config, name).pretrained for name in CODEC_STAGES}
     pretrained["text_encoder_path"] = config.text_encoder_path
     for field, path in pretrained.items():
@@ -118,7 +131,8 @@ def train_bundle(
     codec_acc = make_accelerator(config.dit.mixed_precision)
     started = time.monotonic()
     run, checkpoint = resolve_run(config, out_dir, resume)
-    check_run_files(config, run, codec_acc.num_processes)
+    engine = codec_acc.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
+    check_run_files(config, run, codec_acc.num_processes, sharded=engine)
     codec_acc.wait_for_everyone()  # every process has looked at the run folder before the main one writes to it
     if codec_acc.is_main_process:
         write_text(run / "config.json", json.dumps(config.to_dict(), indent=1) + "\n")

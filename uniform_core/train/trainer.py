@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
+from accelerate.utils import DistributedType
 from diffusers.optimization import get_constant_schedule_with_warmup
 from diffusers.training_utils import EMAModel
 
@@ -61,6 +62,11 @@ class DiTTrainer:
         seed: int = 0,
         log: LossLog | None = None,
     ):
+        if accelerator.distributed_type == DistributedType.DEEPSPEED:
+            raise InputError(
+                "DiT training under DeepSpeed is not supported yet: its ZeRO optimizer state does not fit the "
+                "trainer's safetensors checkpoints, and it has not been run; use configs/accelerate_fsdp.yaml"
+            )
         world, micro = accelerator.num_processes, cfg.grad_accumulation
         if cfg.batch_size % (world * micro):
             raise InputError(
@@ -122,19 +128,19 @@ class DiTTrainer:
         returns its losses averaged over the global batch, and the LR used."""
         cfg, acc = self.cfg, self.accelerator
         rows = self.batch_indices(self.step)
-        draws = self.step_draws(self.step, self.cache.video.shape[1:], self.cache.audio.shape[1:])
+        micro = len(rows) // cfg.grad_accumulation
+        parts = [slice(i * micro, (i + 1) * micro) for i in range(cfg.grad_accumulation)]
+        batches = [self.cache.batch(rows[items], acc.device) for items in parts]  # latents: small beside activations
+        draws = self.step_draws(self.step, batches[0]["video"].shape[1:], batches[0]["audio"].shape[1:])
         self.model.train()
         lr = self.scheduler.get_last_lr()[0]
-        micro = len(rows) // cfg.grad_accumulation
         sums: dict[str, torch.Tensor] = {}
-        for i in range(cfg.grad_accumulation):
-            items = slice(i * micro, (i + 1) * micro)
+        for items, batch in zip(parts, batches, strict=True):
             with acc.accumulate(self.model):  # gradients are synced, clipped and applied at the last micro-batch
                 with acc.autocast():
                     terms = diffusion_loss(
-                        self.model, self.schedule, self.cache.batch(rows[items], acc.device), draws.part(items),
-                        cfg.snr_gamma, cfg.high_noise_weight,
-                    )  # fmt: skip
+                        self.model, self.schedule, batch, draws.part(items), cfg.snr_gamma, cfg.high_noise_weight
+                    )
                 acc.backward(terms["loss"])
                 if cfg.grad_clip and acc.sync_gradients:
                     acc.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
