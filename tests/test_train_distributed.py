@@ -22,14 +22,16 @@ from fault_injection import MICRO
 from safetensors.torch import load_file, save_file
 from test_train import _cache, _draws
 
+from uniform_core.bundle import load_bundle
 from uniform_core.diffusion.schedule import NoiseSchedule
 from uniform_core.errors import CheckpointError, InputError
 from uniform_core.model.uniform_dit import PRESETS, UniFormDiT
+from uniform_core.train import recipe
 from uniform_core.train.checkpoint_export import export_dit
 from uniform_core.train.config import DiTTrainConfig, config_from_dict
 from uniform_core.train.distributed import full
 from uniform_core.train.log import read_log
-from uniform_core.train.recipe import make_accelerator
+from uniform_core.train.recipe import make_accelerator, train_bundle
 from uniform_core.train.sharded_checkpoint import assemble
 from uniform_core.train.trainer import CaptionDropDiT, DiTTrainer, check_resumable, diffusion_loss
 
@@ -60,14 +62,25 @@ def fsdp_accelerator():
     return acc
 
 
+RECIPE = {
+    "data": {"num_clips": 4, "seconds": 2, "codec_clips": 2},
+    "video_vae": {"steps": 1, "stage2_steps": 1, "stage3_steps": 1, "batch_size": 4},
+    "audio_vae": {"steps": 1, "batch_size": 2}, "vocoder": {"steps": 1, "batch_size": 2},
+    "dit": {"steps": 3, "batch_size": 2, "warmup_steps": 1, "checkpoint_every": 3, "log_every": 1},
+}  # fmt: skip
+
+
 def _fsdp_runs(out: str, env: dict[str, str]) -> None:
     """In each of the two processes: an uninterrupted run, a run stopped at step 2 (mid-epoch) and resumed from its
-    sharded checkpoint, and a run with two micro-batches per step; rank 0 saves the gathered weights."""
+    sharded checkpoint, a run with two micro-batches per step and activation checkpointing, and the recipe's DiT
+    stage and bundle (``train_bundle``) on the codecs of a plain run; rank 0 saves the gathered weights."""
     AcceleratorState._reset_state(reset_partial_state=True)
     os.environ.update(env)
     torch.set_num_threads(1)
     PRESETS["micro"] = MICRO
     out, cache = Path(out), _cache(CLIPS)
+    recipe.make_accelerator = lambda *args, **kwargs: fsdp_accelerator()
+    train_bundle(config_from_dict(RECIPE), resume=out / "recipe_fsdp")
     whole = DiTTrainer(CFG, cache, out / "whole", fsdp_accelerator())
     whole.train()
     gathered = {name: full(t) for name, t in whole.dit.state_dict().items()}
@@ -77,8 +90,8 @@ def _fsdp_runs(out: str, env: dict[str, str]) -> None:
     resumed.load_checkpoint(out / "split" / "checkpoints" / "step_000002")
     resumed.train()
     resumed_ema = resumed.ema_dit().state_dict()
-    accumulate = DiTTrainer(CFG.__class__(**{**vars(CFG), "grad_accumulation": 2}), cache, out / "accumulate",
-                            fsdp_accelerator())  # fmt: skip
+    cfg = CFG.__class__(**{**vars(CFG), "grad_accumulation": 2, "activation_checkpointing": True})
+    accumulate = DiTTrainer(cfg, cache, out / "accumulate", fsdp_accelerator())
     accumulate.train(steps=2)
     if whole.accelerator.is_main_process:
         kinds = {name: type(p).__name__ for name, p in whole.dit.named_parameters()}
@@ -93,6 +106,14 @@ def fsdp_runs(tmp_path_factory) -> Path:
     if os.environ.get("OMP_NUM_THREADS") != "1":
         pytest.fail("run with OMP_NUM_THREADS=1: debug_launcher forks, and a fork of an OpenMP pool can hang")
     out = tmp_path_factory.mktemp("fsdp")
+    train_bundle(config_from_dict(RECIPE), out_dir=out / "recipe_plain")  # codecs, latents, DiT, bundle
+    (out / "recipe_fsdp" / "codecs").mkdir(parents=True)
+    for name in (
+        "config.json",
+        "latents.safetensors",
+        *(f"codecs/{p.name}" for p in (out / "recipe_plain" / "codecs").iterdir()),
+    ):
+        (out / "recipe_fsdp" / name).write_bytes((out / "recipe_plain" / name).read_bytes())
     debug_launcher(_fsdp_runs, args=(str(out), fsdp_env(REPO / "configs" / "accelerate_fsdp.yaml")), num_processes=2)
     return out
 
@@ -132,7 +153,21 @@ def test_fsdp_resume_from_a_sharded_checkpoint_repeats_the_uninterrupted_losses(
     assert not {"model.safetensors", "ema.safetensors", "optimizer.safetensors"} & set(marker["files"])
 
 
-def test_gradient_accumulation_under_fsdp_gives_the_losses_of_whole_batches(fsdp_runs):
+def test_the_recipe_s_dit_stage_under_fsdp_matches_the_plain_run_and_writes_a_bundle(fsdp_runs, tmp_path):
+    """The FSDP run reuses the plain run's codecs and latents; its DiT losses are the plain run's and its bundle
+    holds the gathered EMA weights, which are those of its last sharded step folder."""
+    plain, fsdp = fsdp_runs / "recipe_plain", fsdp_runs / "recipe_fsdp"
+    assert _losses(fsdp) == pytest.approx(_losses(plain), rel=LOSS_RTOL) and len(_losses(fsdp)) == 3
+    assert json.loads((fsdp / "checkpoints" / "step_000003" / "trainer_state.json").read_text())["sharded"]
+    bundle = load_bundle(fsdp / "bundle")
+    exported = UniFormDiT.load(export_dit(fsdp / "checkpoints" / "step_000003", tmp_path / "dit.safetensors"))
+    assert all(torch.equal(v, bundle.dit.state_dict()[k]) for k, v in exported.state_dict().items())
+    reference = load_bundle(plain / "bundle").dit.state_dict()
+    for name, value in bundle.dit.state_dict().items():
+        torch.testing.assert_close(value, reference[name], rtol=0, atol=WEIGHT_ATOL)
+
+
+def test_gradient_accumulation_and_activation_checkpointing_under_fsdp_give_the_losses_of_whole_batches(fsdp_runs):
     assert _losses(fsdp_runs / "accumulate") == pytest.approx(_losses(fsdp_runs / "whole")[:2], rel=LOSS_RTOL)
 
 
