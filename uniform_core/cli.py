@@ -180,6 +180,7 @@ def _add_train(sub) -> None:
     p.add_argument("--gpu", default="h100", help="with --estimate: GPU kind (a100, h100, h200, b200, ...)")
     p.add_argument("--sharding", default="fsdp", help="with --estimate: ddp, fsdp, zero2 or zero3")
     p.add_argument("--mfu", type=float, default=0.4, help="with --estimate: model FLOP utilisation (bench --train)")
+    p.add_argument("--stage", default="all", choices=("all", "extract"), help="extract: stop after the latent shards")
     p.set_defaults(run=_run_train)
 
 
@@ -205,8 +206,8 @@ def _run_train(args) -> int:
         raise InputError(
             "train needs --config RECIPE.json (or --estimate RECIPE.json, or --export STEP_FOLDER --out FILE)"
         )
-    bundle = train_bundle(load_config(args.config), out_dir=args.out, resume=args.resume)
-    print(f"wrote {bundle}")
+    out = train_bundle(load_config(args.config), out_dir=args.out, resume=args.resume, stage=args.stage)
+    print(f"wrote {out}")
     return 0
 
 

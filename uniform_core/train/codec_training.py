@@ -29,8 +29,9 @@ from ..codecs.audio import AudioVAE, Vocoder
 from ..codecs.mel import MelFrontEnd, normalize_waveform
 from ..codecs.video_vae import VideoVAE
 from .config import CodecTrainConfig, DataConfig
-from .data import clip_source
 from .log import LossLog, progress_bar
+from .shard_stream import first_clips
+from .sources import open_source
 
 logger = logging.getLogger(__name__)
 
@@ -41,12 +42,11 @@ STFT_RESOLUTIONS = ((512, 128, 512), (1024, 256, 1024), (256, 64, 256))  # (n_ff
 
 
 class ClipPool:
-    """The first ``count`` training clips, read once and held in memory: frames uint8 ``(N, T, H, W, 3)``,
+    """The first ``count`` usable training clips, read once and held in memory: frames uint8 ``(N, T, H, W, 3)``,
     waveforms levelled as AudioLDM does ``(N, samples)``."""
 
     def __init__(self, data: DataConfig, count: int):
-        total, get = clip_source(data)
-        clips = [get(i) for i in range(min(count, total))]
+        clips = first_clips(open_source(data), count)
         self.frames = torch.stack([(c.frames * 255).round().to(torch.uint8) for c in clips])
         self.waveforms = normalize_waveform(torch.stack([c.waveform for c in clips]))
 

@@ -25,7 +25,7 @@ from ..codecs.text import TextEncoder
 from ..codecs.video_vae import VideoVAE
 from ..errors import CheckpointError
 from .config import DataConfig
-from .data import clip_source
+from .data import TrainingClip, clip_source
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +48,11 @@ class LatentCache:
 
     def __len__(self) -> int:
         return self.video.shape[0]
+
+    @property
+    def caption_channels(self) -> int:
+        """Width D of the caption embeddings (what the DiT's caption projection must take)."""
+        return self.text.shape[-1]
 
     def batch(self, index: torch.Tensor, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
         """Items ``index`` as ``{"video", "audio", "y", "mask"}`` on ``device``."""
@@ -108,17 +113,12 @@ def build_latent_cache(
     DiT's ``model_max_length``). ``progress(n)`` is called with the number of clips done after each chunk.
     """
     total, get = clip_source(data)
-    device = next(video_vae.parameters()).device
     videos, audios, texts, masks, captions = [], [], [], [], []
     for start in range(0, total, chunk):
         clips = [get(i) for i in range(start, min(start + chunk, total))]
-        pixels = torch.stack([c.frames for c in clips]).permute(0, 4, 1, 2, 3) * 2 - 1  # (B, 3, T, H, W)
-        videos.append(video_vae.encode(pixels.to(device), deterministic=True).float().cpu())
-        waves = torch.stack([c.waveform for c in clips]).to(device)
-        audios.append(audio_codec.encode(waves, deterministic=True).float().cpu())
-        emb, mask = text_encoder.encode([c.caption for c in clips])
-        texts.append(emb[:, :max_text_tokens].float().cpu())
-        masks.append(mask[:, :max_text_tokens].bool().cpu())
+        latents = encode_clips(clips, video_vae, audio_codec, text_encoder, max_text_tokens)
+        for out, latent in zip((videos, audios, texts, masks), latents, strict=True):
+            out.append(latent)
         captions += [c.caption for c in clips]
         if progress is not None:
             progress(len(captions))
@@ -129,6 +129,25 @@ def build_latent_cache(
         torch.cat(videos), torch.cat(audios), text, text_mask, torch.arange(total) + data.first_seed, captions,
         fingerprint(data, video_vae, audio_codec, text_encoder),
     )  # fmt: skip
+
+
+@torch.no_grad()
+def encode_clips(
+    clips: list[TrainingClip],
+    video_vae: VideoVAE,
+    audio_codec: AudioCodec,
+    text_encoder: TextEncoder,
+    max_text_tokens: int,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One encoder call each for ``clips``: video latents (B, 4, T', H/8, W/8) and audio latents (B, 8, T'', 16)
+    (posterior means), caption embeddings (B, L, D) cut to ``max_text_tokens`` and their mask (B, L) bool, all
+    float32 (the mask bool) on the CPU."""
+    device = next(video_vae.parameters()).device
+    pixels = torch.stack([c.frames for c in clips]).permute(0, 4, 1, 2, 3) * 2 - 1  # (B, 3, T, H, W)
+    video = video_vae.encode(pixels.to(device), deterministic=True).float().cpu()
+    audio = audio_codec.encode(torch.stack([c.waveform for c in clips]).to(device), deterministic=True).float().cpu()
+    emb, mask = text_encoder.encode([c.caption for c in clips])
+    return video, audio, emb[:, :max_text_tokens].float().cpu(), mask[:, :max_text_tokens].bool().cpu()
 
 
 def load_or_build(path: str | os.PathLike, data: DataConfig, video_vae, audio_codec, text_encoder, **kwargs):
@@ -148,4 +167,4 @@ def load_or_build(path: str | os.PathLike, data: DataConfig, video_vae, audio_co
     return cache
 
 
-__all__ = ["LatentCache", "build_latent_cache", "fingerprint", "load_or_build"]
+__all__ = ["LatentCache", "build_latent_cache", "encode_clips", "fingerprint", "load_or_build"]

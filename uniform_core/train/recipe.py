@@ -5,7 +5,8 @@ A run folder holds everything a run makes, so an interrupted run continues where
     config.json          the recipe as run
     train_log.jsonl      every stage's losses
     codecs/              video_vae / audio_vae / vocoder / text_encoder .safetensors (a finished stage is kept)
-    latents.safetensors  the latent + text-embedding cache of the training clips
+    latents.safetensors  the latent + text-embedding cache of the training clips (data.latents "cache"), or
+    latents/             the extract stage's latent shards + index.json (data.latents "shards": any data set size)
     checkpoints/step_*/  DiT checkpoints (model, EMA, optimizer, LR schedule, RNG states: safetensors + JSON)
     bundle/              the result: a bundle folder that ``load_bundle`` / ``--bundle`` / the nodes read
 
@@ -37,7 +38,9 @@ from ..codecs.video_vae import load_video_vae
 from ..errors import InputError
 from .codec_training import ClipPool, train_audio_vae, train_video_vae, train_vocoder
 from .config import TrainConfig
+from .extract import extract_latents
 from .latent_cache import LatentCache, load_or_build
+from .latent_shards import LatentShards
 from .log import LossLog
 from .step_folders import STEP_NAME, newest_complete
 from .trainer import DiTTrainer, check_resumable
@@ -119,14 +122,23 @@ def check_run_files(config: TrainConfig, run: Path, processes: int, sharded: boo
             raise InputError(f"{field} {path!r} does not exist; give a file or folder its loader reads")
 
 
+STAGES = ("all", "extract")
+
+
 def train_bundle(
     config: TrainConfig,
     out_dir: str | os.PathLike | None = None,
     resume: str | os.PathLike | None = None,
+    stage: str = "all",
 ) -> Path:
     """Run the whole recipe; returns the bundle folder (``<run>/bundle``), written once the DiT reaches
     ``config.dit.steps`` (a run stopped by ``dit.max_minutes`` returns its run folder's latest bundle path all
-    the same, written from the EMA weights of the step reached)."""
+    the same, written from the EMA weights of the step reached). ``stage="extract"`` stops after the latent shards
+    and returns their folder (``<run>/latents``); ``--resume`` the run to train the DiT from them."""
+    if stage not in STAGES:
+        raise InputError(f"--stage must be one of {', '.join(STAGES)}; got {stage!r}")
+    if stage == "extract" and not config.data.uses_shards:
+        raise InputError('--stage extract writes latent shards: set data.latents to "shards" in the recipe')
     # the codecs get their own accelerator so that DiT checkpoints hold the DiT's state only
     codec_acc = make_accelerator(config.dit.mixed_precision)
     started = time.monotonic()
@@ -141,15 +153,26 @@ def train_bundle(
     video_vae, audio_vae, vocoder, text_encoder = train_codecs(config, run / "codecs", codec_acc, log)
     codec = AudioCodec(audio_vae, vocoder)
 
-    cache_path = run / "latents.safetensors"
-    if codec_acc.is_main_process:
+    if config.data.uses_shards:  # every process encodes its share
         video_vae.to(codec_acc.device), codec.to(codec_acc.device), text_encoder.to(codec_acc.device)
-        load_or_build(
-            cache_path, config.data, video_vae, codec, text_encoder, max_text_tokens=_max_text_tokens(config)
-        )
+        extract_latents(
+            config.data, run / "latents", video_vae, codec, text_encoder, codec_acc, config.seed,
+            _max_text_tokens(config),
+        )  # fmt: skip
         video_vae.cpu(), codec.cpu(), text_encoder.cpu()
-    codec_acc.wait_for_everyone()
-    cache = LatentCache.load(cache_path)
+        if stage == "extract":
+            return run / "latents"
+        cache = LatentShards(run / "latents")
+    else:
+        cache_path = run / "latents.safetensors"
+        if codec_acc.is_main_process:
+            video_vae.to(codec_acc.device), codec.to(codec_acc.device), text_encoder.to(codec_acc.device)
+            load_or_build(
+                cache_path, config.data, video_vae, codec, text_encoder, max_text_tokens=_max_text_tokens(config)
+            )
+            video_vae.cpu(), codec.cpu(), text_encoder.cpu()
+        codec_acc.wait_for_everyone()
+        cache = LatentCache.load(cache_path)
 
     acc = make_accelerator(config.dit.mixed_precision)
 

@@ -81,10 +81,10 @@ class DiTTrainer:
         self.schedule = NoiseSchedule()
         torch.manual_seed(seed)
         self.dit = initial_dit(cfg)
-        if self.dit.config.caption_channels != cache.text.shape[-1]:
+        if self.dit.config.caption_channels != cache.caption_channels:
             raise InputError(
                 f"DiT preset {cfg.preset!r} takes {self.dit.config.caption_channels}-d captions but the cached text "
-                f"embeddings are {cache.text.shape[-1]}-d; use the text encoder that matches the preset"
+                f"embeddings are {cache.caption_channels}-d; use the text encoder that matches the preset"
             )
         self.dit.gradient_checkpointing = cfg.activation_checkpointing
         optimizer = torch.optim.AdamW(
