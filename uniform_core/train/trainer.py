@@ -30,7 +30,7 @@ from ..errors import CheckpointError, InputError
 from ..model.uniform_dit import CHECKPOINT_KIND, UniFormDiT
 from . import step_folders
 from .config import DiTTrainConfig
-from .distributed import full, is_sharded, local_parameters
+from .distributed import full, is_sharded, layout, local_parameters
 from .latent_cache import LatentCache
 from .log import LossLog, progress_bar
 from .multitask_loss import CaptionDropDiT, StepDraws, diffusion_loss, draw_step
@@ -96,6 +96,8 @@ class DiTTrainer:
         prepared = accelerator.prepare(CaptionDropDiT(self.dit), optimizer, scheduler)
         self.model, self.optimizer, self.scheduler = prepared
         self.sharded = is_sharded(self.dit)
+        for p in self.dit.parameters():
+            layout(p)  # a sharding the checkpoints cannot write (e.g. hybrid) is refused now, not at the first save
         self.ema = EMAModel(local_parameters(self.dit), decay=cfg.ema_decay, use_ema_warmup=True, power=2 / 3)
         self.ema.to(accelerator.device)
         self.step = 0
