@@ -4,6 +4,8 @@ This is the only module of the pack that imports ComfyUI (``folder_paths``, ``co
 does so lazily. Outside ComfyUI every service falls back to a plain equivalent, so each node stays a class that
 tests and scripts can call directly:
 
+- node API: ComfyUI's V3 schema at the pinned ``comfy_api`` version where the server has it, else none (V1 classes)
+
 - models: ``$UNIFORM_MODELS_DIR`` (default ``./models/uniform``); outputs: ``$UNIFORM_OUTPUT_DIR`` (``./outputs``)
 - progress: a no-op; interruption: never; device: CPU; VIDEO: a small object with ``get_components()``
 - example inputs (``example_inputs/``): copied into ComfyUI's input folder at import; outside it, left where they are.
@@ -47,6 +49,22 @@ def _comfy(name: str) -> ModuleType | None:
         return importlib.import_module(name)
     except ImportError:
         return None
+
+
+# ---- node API -------------------------------------------------------------------------------------------
+
+COMFY_API_VERSION = "v0_0_2"  # the comfy_api version the V3 nodes are built against (nodes/schema.py)
+
+
+def v3_api() -> ModuleType | None:
+    """ComfyUI's V3 node API (``io``, ``ComfyExtension``) at the pinned version, or None: outside ComfyUI and on
+    ComfyUI before 0.3.48, whose ``comfy_api`` has no ``io`` (0.3.47 has no ``v0_0_2`` at all)."""
+    api = _comfy(f"comfy_api.{COMFY_API_VERSION}")
+    if api is not None and all(hasattr(api, name) for name in ("io", "ComfyExtension")):
+        return api
+    if _comfy("folder_paths") is not None:
+        logger.info("UniForm: no V3 schema (comfy_api.%s) in this ComfyUI; serving V1 node classes", COMFY_API_VERSION)
+    return None
 
 
 # ---- model files ------------------------------------------------------------------------------------------
