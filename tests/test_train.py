@@ -20,7 +20,7 @@ from uniform_core.diffusion.schedule import NoiseSchedule
 from uniform_core.errors import InputError
 from uniform_core.model.uniform_dit import UniFormDiT
 from uniform_core.tasks import TASKS
-from uniform_core.train import codec_training
+from uniform_core.train import codec_training, vocoder_training
 from uniform_core.train.config import DataConfig, DiTTrainConfig, config_from_dict, load_config
 from uniform_core.train.latent_cache import LatentCache, build_latent_cache, load_or_build
 from uniform_core.train.log import read_log
@@ -250,7 +250,7 @@ def test_codec_stages_train_and_set_latent_scales():
         z = AudioCodec(vae, Vocoder.from_preset("tiny")).encode(pool.waveforms, deterministic=True)
     assert abs(z.std().item() - 1.0) < 0.2  # scaled to unit variance on the clips it was measured on
     wave = pool.waveforms[:, :4096]
-    assert codec_training.stft_loss(wave, wave).item() < 1e-4 < codec_training.stft_loss(wave * 0.5, wave).item()
+    assert vocoder_training.stft_loss(wave, wave).item() < 1e-4 < vocoder_training.stft_loss(wave * 0.5, wave).item()
 
 
 def test_the_documented_recipe_loads_and_bad_recipes_say_what_is_wrong(tmp_path):

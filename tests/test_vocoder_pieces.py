@@ -3,6 +3,7 @@ output that does not grow with the clip."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 import uniform_core.codecs.audio as audio
@@ -10,13 +11,14 @@ from uniform_core.bench import TensorPeak
 from uniform_core.codecs.audio import Vocoder
 
 
-def _vocoder() -> Vocoder:
+def _vocoder(preset: str = "tiny") -> Vocoder:
     torch.manual_seed(0)
-    return Vocoder.from_preset("tiny").eval()
+    return Vocoder.from_preset(preset).eval()
 
 
-def test_pieces_give_the_whole_clips_waveform():
-    vocoder, mel = _vocoder(), torch.randn(2, 700, 64)
+@pytest.mark.parametrize("preset", ["tiny", "small"])
+def test_pieces_give_the_whole_clips_waveform(preset):
+    vocoder, mel = _vocoder(preset), torch.randn(2, 700, 64)
     with torch.no_grad():
         whole = vocoder.model(mel)[:, : 700 * vocoder.config.hop_length]
         pieces = vocoder(mel)
@@ -24,8 +26,9 @@ def test_pieces_give_the_whole_clips_waveform():
     torch.testing.assert_close(pieces, whole, rtol=0, atol=1e-6)
 
 
-def test_the_halo_covers_the_receptive_field():
-    vocoder, mel = _vocoder(), torch.randn(1, 300, 64)
+@pytest.mark.parametrize("preset", ["tiny", "small"])
+def test_the_halo_covers_the_receptive_field(preset):
+    vocoder, mel = _vocoder(preset), torch.randn(1, 300, 64)
     bumped = mel.clone()
     bumped[:, 150] += 1.0
     with torch.no_grad():

@@ -1,12 +1,10 @@
-"""Training the tiny codecs on the synthetic clips: video VAE, audio VAE and HiFi-GAN vocoder.
+"""Training the tiny codecs on the synthetic clips: video VAE and audio VAE (the vocoder: ``vocoder_training``).
 
 Each codec is trained alone, before the DiT, on the same training seeds:
 
 - video VAE: pixel L1 + MSE reconstruction of whole clips, plus a small KL term on the posterior;
 - audio VAE: L1 reconstruction of the AudioLDM log-mel, plus a small KL term;
-- vocoder: mel -> waveform with a multi-resolution STFT loss and a mel L1 loss. No discriminator: on the
-  synthetic tones, knocks and chimes the spectral losses alone give clean onsets, and they are several times
-  cheaper on a CPU than HiFi-GAN's adversarial training (at the price of some buzz in noisy sounds).
+- vocoder: HiFi-GAN, mel -> waveform (``uniform_core.train.vocoder_training``).
 
 After training, each VAE's latent scaling factor is set to 1 / std of its latents on the training clips, so the
 diffusion model sees unit-variance latents (as Stable Diffusion's and AudioLDM's factors do).
@@ -25,7 +23,7 @@ from accelerate import Accelerator
 from einops import rearrange
 from torch import nn
 
-from ..codecs.audio import AudioVAE, Vocoder
+from ..codecs.audio import AudioVAE
 from ..codecs.mel import MelFrontEnd, normalize_waveform
 from ..codecs.video_vae import VideoVAE
 from .config import CodecTrainConfig, DataConfig
@@ -36,19 +34,18 @@ from .sources import open_source
 logger = logging.getLogger(__name__)
 
 AUDIO_CROP_FRAMES = 100  # 1 s of mel per audio-VAE example (a multiple of the VAE's 4x downsampling)
-VOCODER_CROP_FRAMES = 48  # 0.48 s of mel per vocoder example
 FOREGROUND_WEIGHT = 5.0  # video VAE: loss weight of pixels that stand out from their row (see SpatialVAEObjective)
-STFT_RESOLUTIONS = ((512, 128, 512), (1024, 256, 1024), (256, 64, 256))  # (n_fft, hop, win), HiFi-GAN/PWG
 
 
 class ClipPool:
     """The first ``count`` usable training clips, read once and held in memory: frames uint8 ``(N, T, H, W, 3)``,
-    waveforms levelled as AudioLDM does ``(N, samples)``."""
+    waveforms levelled as AudioLDM does ``(N, samples)`` and as the clips are (``clip_waveforms``)."""
 
     def __init__(self, data: DataConfig, count: int):
         clips = first_clips(open_source(data), count)
         self.frames = torch.stack([(c.frames * 255).round().to(torch.uint8) for c in clips])
-        self.waveforms = normalize_waveform(torch.stack([c.waveform for c in clips]))
+        self.clip_waveforms = torch.stack([c.waveform for c in clips])
+        self.waveforms = normalize_waveform(self.clip_waveforms)
 
     def __len__(self) -> int:
         return self.frames.shape[0]
@@ -249,7 +246,7 @@ def train_audio_vae(
         mels = torch.cat([mel_fn(w) for w in pool.waveforms.split(64)])  # (N, T, 64)
 
     def draw(generator: torch.Generator) -> torch.Tensor:
-        return _crops(mels, cfg.batch_size, AUDIO_CROP_FRAMES, generator)
+        return crops(mels, cfg.batch_size, AUDIO_CROP_FRAMES, generator)
 
     fit("audio_vae", AudioVAEObjective(vae, cfg.kl_weight), draw, cfg, accelerator, log)
     vae.cpu()
@@ -261,54 +258,7 @@ def train_audio_vae(
     return scaled.eval()
 
 
-# ---- vocoder ------------------------------------------------------------------------------------------------------
-
-
-def stft_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Multi-resolution STFT loss (Parallel WaveGAN): spectral convergence + log-magnitude L1, averaged over
-    :data:`STFT_RESOLUTIONS`. ``pred``, ``target``: ``(B, N)`` waveforms."""
-    total = pred.new_zeros(())
-    for n_fft, hop, win in STFT_RESOLUTIONS:
-        window = torch.hann_window(win, device=pred.device)
-        mags = [
-            torch.stft(x, n_fft, hop, win, window, return_complex=True).abs().clamp(min=1e-7) for x in (pred, target)
-        ]
-        convergence = torch.linalg.norm(mags[1] - mags[0]) / torch.linalg.norm(mags[1])
-        total = total + convergence + F.l1_loss(mags[0].log(), mags[1].log())
-    return total / len(STFT_RESOLUTIONS)
-
-
-class VocoderObjective(nn.Module):
-    """Waveform crop -> its log-mel -> vocoder; multi-resolution STFT loss + log-mel L1 against the crop."""
-
-    def __init__(self, vocoder: Vocoder):
-        super().__init__()
-        self.vocoder, self.mel = vocoder, MelFrontEnd()
-
-    def forward(self, wave: torch.Tensor) -> dict[str, torch.Tensor]:
-        mel = self.mel(wave)
-        pred = self.vocoder(mel)
-        mel_l1 = F.l1_loss(self.mel(pred), mel)
-        stft = stft_loss(pred, wave)
-        return {"loss": stft + mel_l1, "stft": stft, "mel_l1": mel_l1}
-
-
-def train_vocoder(pool: ClipPool, cfg: CodecTrainConfig, accelerator: Accelerator, log: LossLog, seed: int) -> Vocoder:
-    """A tiny HiFi-GAN generator trained on (log-mel, waveform) crops of the pool's sounds (no discriminator)."""
-    torch.manual_seed(seed)
-    vocoder = Vocoder.from_preset(cfg.preset)
-    objective = VocoderObjective(vocoder)
-    hop = objective.mel.config.hop_length
-
-    def draw(generator: torch.Generator) -> torch.Tensor:
-        crops = _crops(pool.waveforms.unsqueeze(-1), cfg.batch_size, VOCODER_CROP_FRAMES * hop, generator, step=hop)
-        return crops.squeeze(-1)
-
-    fit("vocoder", objective, draw, cfg, accelerator, log)
-    return vocoder
-
-
-def _crops(x: torch.Tensor, count: int, length: int, generator: torch.Generator, step: int = 1) -> torch.Tensor:
+def crops(x: torch.Tensor, count: int, length: int, generator: torch.Generator, step: int = 1) -> torch.Tensor:
     """``count`` random crops of ``length`` along dim 1 of ``x`` ``(N, L, ...)``, starting on multiples of
     ``step``."""
     rows = torch.randint(x.shape[0], (count,), generator=generator).tolist()

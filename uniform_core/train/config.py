@@ -85,10 +85,11 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class CodecTrainConfig:
-    """One codec's stage. ``kl_weight`` is ignored for the vocoder (it has no latent). The video VAE trains in two
-    stages: its 2D VAE on frames (``steps``, ``batch_size`` frames), then its temporal VAE on the 2D latents
-    (``stage2_steps``, ``batch_size`` 17-frame chunks), then both decoders on pixels with the encoders frozen
-    (``stage3_steps``, ``batch_size // 4`` chunks)."""
+    """One codec's stage. ``kl_weight`` is ignored for the vocoder (it has no latent); ``adversarial_from``,
+    ``disc_width`` and ``loudness_weight`` are the vocoder's alone. The video VAE trains in two stages: its 2D VAE
+    on frames (``steps``, ``batch_size`` frames), then its temporal VAE on the 2D latents (``stage2_steps``,
+    ``batch_size`` 17-frame chunks), then both decoders on pixels with the encoders frozen (``stage3_steps``,
+    ``batch_size // 4`` chunks)."""
 
     preset: str = "tiny"
     pretrained: str | None = None  # a file/folder its loader reads (e.g. Open-Sora VAE, AudioLDM): used, not trained
@@ -100,6 +101,9 @@ class CodecTrainConfig:
     kl_weight: float = 1e-6
     grad_clip: float = 1.0
     log_every: int = 25
+    adversarial_from: int | None = None  # vocoder: the step after which HiFi-GAN's discriminators join; None: never
+    disc_width: float = 0.125  # vocoder: the discriminators' channels, as a share of HiFi-GAN's
+    loudness_weight: float = 0.0  # vocoder: weight of the linear-magnitude STFT loss (tones), on top of HiFi-GAN's
 
 
 @dataclass(frozen=True)

@@ -36,7 +36,7 @@ from ..codecs.audio import AudioCodec, load_audio_vae, load_vocoder
 from ..codecs.text import TextEncoder, load_text_encoder
 from ..codecs.video_vae import load_video_vae
 from ..errors import InputError
-from .codec_training import ClipPool, train_audio_vae, train_video_vae, train_vocoder
+from .codec_training import ClipPool, train_audio_vae, train_video_vae
 from .config import TrainConfig
 from .extract import extract_latents
 from .latent_cache import LatentCache, load_or_build
@@ -44,6 +44,7 @@ from .latent_shards import LatentShards
 from .log import LossLog
 from .step_folders import STEP_NAME, newest_complete
 from .trainer import DiTTrainer, check_resumable
+from .vocoder_training import train_vocoder
 
 logger = logging.getLogger(__name__)
 
