@@ -74,7 +74,8 @@ def datasets(tmp_path_factory) -> dict[str, DataConfig]:
 
 
 def _read_all(data: DataConfig) -> list:
-    return [(clip.caption, clip.frames, clip.waveform) for _, clip in usable_clips(ClipStream(open_source(data), 0))]
+    clips = usable_clips(ClipStream(open_source(data), 0))
+    return [(clip.caption, clip.frames, clip.waveform) for _, clip, _ in clips]
 
 
 def test_every_spec_reads_the_same_clips(datasets):
@@ -151,7 +152,7 @@ def test_bad_clips_are_skipped_with_a_count_per_reason_and_paths_out_of_the_root
     source = open_source(_data(csv=str(tmp_path / "clips.csv"), root=str(root)))
     skipped: Counter = Counter()
     with caplog.at_level(logging.INFO, logger="uniform_core.train.shard_stream"):
-        kept = [ref["key"] for ref, _ in usable_clips(ClipStream(source, 0, shuffle=False), skipped)]
+        kept = [ref["key"] for ref, _, _ in usable_clips(ClipStream(source, 0, shuffle=False), skipped, workers=3)]
     assert kept == ["000000", "000001"]
     assert skipped == {"truncated": 1, "silent": 1, "missing": 1, "outside_root": 2}
     assert "outside.mp4' is outside data.root" in caplog.text and "skipped clip link (outside_root)" in caplog.text

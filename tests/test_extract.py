@@ -49,7 +49,7 @@ def clip_folder(tmp_path_factory) -> Path:
 
 def _folder_data(folder: Path) -> DataConfig:
     return DataConfig(folder=str(folder), seconds=2, size=32, latents="shards", shard_clips=3, extract_batch=2,
-                      shuffle_buffer=4)  # fmt: skip
+                      shuffle_buffer=4, decode_workers=0)  # fmt: skip
 
 
 def _extract(data: DataConfig, out: Path) -> dict:
@@ -74,12 +74,13 @@ def test_extraction_killed_midway_then_rerun_writes_the_shards_of_an_uninterrupt
             raise RuntimeError("killed")
         return encode(module, *args, **kwargs)
 
+    threaded = DataConfig(**{**data.__dict__, "decode_workers": 3})  # decoding ahead changes nothing
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(VideoVAE, "encode", dies_at_the_fourth_call)
         with pytest.raises(RuntimeError, match="killed"):
-            _extract(data, tmp_path / "cut")
+            _extract(threaded, tmp_path / "cut")
     assert sorted(p.name for p in (tmp_path / "cut").iterdir()) == ["0000-000000.safetensors"]  # nothing partial
-    again = _extract(data, tmp_path / "cut")
+    again = _extract(threaded, tmp_path / "cut")
     assert again == whole
     got, expected = _contents(tmp_path / "cut"), _contents(tmp_path / "whole")
     assert got.keys() == expected.keys()
@@ -137,7 +138,8 @@ def test_two_processes_extract_their_shares_into_one_complete_index(tmp_path, cl
     shards = LatentShards(tmp_path / "latents")
     assert sorted(shards.keys()) == [f"{i:06d}" for i in range(7)]
     assert shards.batch(torch.arange(7))["video"].shape == (7, 4, 10, 4, 4)
-    with pytest.raises(InputError, match="extracted by 2 process"):  # a rerun on another number of processes
+    assert _extract(_folder_data(clip_folder), tmp_path / "latents") == index  # one process reuses it as it is
+    with pytest.raises(InputError, match="extracted by 2 process"):  # an unfinished one needs its 2 processes
         (tmp_path / "latents" / INDEX_FILE).unlink()
         _extract(_folder_data(clip_folder), tmp_path / "latents")
 

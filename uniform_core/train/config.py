@@ -49,6 +49,7 @@ class DataConfig:
     latents: str = "auto"
     shard_clips: int = 256  # clips per latent shard file
     extract_batch: int = 8  # clips per encoder call in the extract stage
+    decode_workers: int = 4  # threads per process decoding the next clips while the encoders run (0: none)
 
     def __post_init__(self):
         given = [name for name in ("folder", "csv", "tar") if getattr(self, name) is not None]
@@ -62,6 +63,8 @@ class DataConfig:
         for name in ("num_clips", "seconds", "size", "shuffle_buffer", "shard_clips", "extract_batch"):
             if not (isinstance(getattr(self, name), int) and getattr(self, name) >= 1):
                 raise InputError(f"data.{name} must be a whole number >= 1; got {getattr(self, name)!r}")
+        if not (isinstance(self.decode_workers, int) and self.decode_workers >= 0):
+            raise InputError(f"data.decode_workers must be a whole number >= 0; got {self.decode_workers!r}")
         try:
             self.name_format.format(ytid="x", start=0)
         except (KeyError, IndexError, ValueError) as e:

@@ -10,6 +10,7 @@ process is done the main process writes ``index.json``; a folder whose index mat
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -36,7 +37,7 @@ logger = logging.getLogger(__name__)
 def extraction_fingerprint(data: DataConfig, seed: int, max_text_tokens: int, *encoders: torch.nn.Module) -> str:
     """Equal fingerprints mean equal shards: the data settings, the stream's seed, the caption cut and the
     encoders' weights."""
-    base = fingerprint(data, *encoders)
+    base = fingerprint(dataclasses.replace(data, decode_workers=0), *encoders)  # threads do not change shards
     return hashlib.sha256(f"{base}:{seed}:{max_text_tokens}".encode()).hexdigest()[:16]
 
 
@@ -60,7 +61,7 @@ def extract_latents(
     expected = extraction_fingerprint(data, seed, max_text_tokens, video_vae, audio_codec, text_encoder)
     if (folder / INDEX_FILE).is_file():
         index = read_index(folder)
-        _check_same(folder / INDEX_FILE, index, expected, world)
+        _check_same(folder / INDEX_FILE, index, expected, None)  # a finished folder serves any number of processes
         logger.info("latent shards in %s reused (%d clips)", folder, index["clips"])
         return index
     done_path = folder / done_name(rank)
@@ -85,13 +86,13 @@ def extract_latents(
     return read_index(folder)
 
 
-def _check_same(path: Path, record: dict, expected: str, world: int) -> None:
+def _check_same(path: Path, record: dict, expected: str, world: int | None) -> None:
     if record["fingerprint"] != expected:
         raise InputError(
             f"{path} was extracted with other encoders or data settings (fingerprint {record['fingerprint']}, these "
             f"give {expected}); remove {path.parent} to extract again"
         )
-    if record["processes"] != world:
+    if world is not None and record["processes"] != world:
         raise InputError(
             f"{path} was extracted by {record['processes']} process(es), this run has {world}: rerun with "
             f"{record['processes']} to finish it, or remove {path.parent} to extract again"
@@ -124,7 +125,7 @@ def _extract_share(data, folder, encoders, rank, world, seed, max_text_tokens, e
             "text_mask": torch.cat([torch.nn.functional.pad(m, (0, length - m.shape[1])) for m in shard["text_mask"]]),
         }
         name = shard_name(rank, len(shards))
-        meta = {"fingerprint": expected, "processes": world, "text_length": length, "position": stream.position()}
+        meta = {"fingerprint": expected, "processes": world, "text_length": length, "position": position}
         meta["skipped"] = dict(skipped)
         write_shard(folder / name, tensors, shard["keys"], shard["captions"], meta)
         shards.append({"file": name, "clips": len(shard["keys"]), "text_length": length})
@@ -132,12 +133,14 @@ def _extract_share(data, folder, encoders, rank, world, seed, max_text_tokens, e
         for value in shard.values():
             value.clear()
 
-    for ref, clip in usable_clips(stream, skipped):
+    for ref, clip, after in usable_clips(stream, skipped, data.decode_workers):
         pending.append((ref["key"], clip))
+        position = after
         if len(pending) == min(data.extract_batch, data.shard_clips - len(shard["keys"])):
             encode()
             if len(shard["keys"]) == data.shard_clips:
                 flush()
+    position = stream.position()  # the end: the last shard also counts the clips skipped after its last clip
     if pending:
         encode()
     if shard["keys"]:

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import copy
 import logging
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -96,25 +97,38 @@ class ClipStream:
         return buffer.pop()
 
 
-def usable_clips(stream: ClipStream, skipped: Counter | None = None) -> Iterator[tuple[dict, TrainingClip]]:
-    """(reference, decoded clip) for each clip of ``stream`` that can be used; each one skipped is logged and
-    counted in ``skipped`` (reason -> count), which goes on counting from what it holds."""
+def usable_clips(
+    stream: ClipStream, skipped: Counter | None = None, workers: int = 0
+) -> Iterator[tuple[dict, TrainingClip, dict]]:
+    """(reference, decoded clip, the stream's position after it) for each clip of ``stream`` that can be used, in
+    stream order; each one skipped is logged and counted in ``skipped`` (reason -> count), which goes on counting
+    from what it holds. ``workers`` threads decode the next clips ahead (PyAV and torch release the GIL while they
+    decode and resize); the clips, counts and positions are the same with any number of them."""
     skipped = Counter() if skipped is None else skipped
-    for ref in stream:
-        try:
-            clip = stream.source.load(ref)
-        except ClipSkipped as e:
-            skipped[e.reason] += 1
-            logger.info("skipped clip %s (%s): %s", ref["key"], e.reason, e)
-            continue
-        yield ref, clip
+    ahead: deque = deque()  # (reference, its decoding, the position after it), in stream order
+    with ThreadPoolExecutor(max(workers, 1), thread_name_prefix="decode") as pool:
+        for ref in stream:
+            ahead.append((ref, pool.submit(stream.source.load, ref), stream.position()))
+            if len(ahead) > workers:
+                yield from _settled(ahead.popleft(), skipped)
+        while ahead:
+            yield from _settled(ahead.popleft(), skipped)
+
+
+def _settled(item: tuple, skipped: Counter) -> Iterator[tuple[dict, TrainingClip, dict]]:
+    ref, decoding, position = item
+    try:
+        yield ref, decoding.result(), position
+    except ClipSkipped as e:
+        skipped[e.reason] += 1
+        logger.info("skipped clip %s (%s): %s", ref["key"], e.reason, e)
 
 
 def first_clips(source: Source, count: int) -> list[TrainingClip]:
     """The first ``count`` usable clips in listing order (what the codec stages train on)."""
     skipped: Counter = Counter()
     clips = []
-    for _, clip in usable_clips(ClipStream(source, seed=0, shuffle=False), skipped):
+    for _, clip, _ in usable_clips(ClipStream(source, seed=0, shuffle=False), skipped):
         clips.append(clip)
         if len(clips) == count:
             break
