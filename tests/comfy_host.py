@@ -93,6 +93,7 @@ class Server:
         (library / "uniform_core").symlink_to(PACK_DIR / "uniform_core", target_is_directory=True)
         path = os.pathsep.join(p for p in (str(library), os.environ.get("PYTHONPATH", "")) if p)
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", "PYTHONPATH": path}
+        env["NUMBA_CACHE_DIR"] = str(root / "numba")  # librosa's JIT cache: two servers writing one cache can crash
         self.log = open(self.log_path, "wb")  # noqa: SIM115 (closed in stop)
         self.proc = subprocess.Popen(args, cwd=COMFY_DIR, stdout=self.log, stderr=subprocess.STDOUT, env=env)
 
