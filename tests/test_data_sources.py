@@ -171,3 +171,13 @@ def test_recipes_name_one_source_and_bad_csvs_say_what_is_wrong(tmp_path):
     (tmp_path / "bad.csv").write_text("file,start,caption\nx.mp4,soon,hello\n")
     with pytest.raises(InputError, match="line 2: start 'soon' is not seconds"):
         open_source(_data(csv=str(tmp_path / "bad.csv")))
+
+
+def test_a_csv_row_s_start_picks_the_window_the_whole_clip_shows_there(datasets, tmp_path):
+    folder = Path(datasets["folder"].folder)
+    (tmp_path / "late.csv").write_text(f"file,start,caption\n{folder / '000002.mp4'},1,late\n")
+    late = _read_all(DataConfig(seconds=1, size=32, csv=str(tmp_path / "late.csv"), root=str(folder)))
+    whole = {caption: (frames, wave) for caption, frames, wave in _read_all(datasets["folder"])}
+    frames, wave = whole[make_clip(2, SPEC).caption]
+    assert len(late) == 1 and late[0][0] == "late"
+    assert torch.equal(late[0][1], frames[17:]) and torch.equal(late[0][2], wave[16000:])
