@@ -30,6 +30,7 @@ from uniform_core.train import recipe
 from uniform_core.train.checkpoint_export import export_dit
 from uniform_core.train.config import DiTTrainConfig, config_from_dict
 from uniform_core.train.distributed import full
+from uniform_core.train.latent_shards import LatentShards
 from uniform_core.train.log import read_log
 from uniform_core.train.recipe import make_accelerator, train_bundle
 from uniform_core.train.sharded_checkpoint import assemble
@@ -63,7 +64,8 @@ def fsdp_accelerator():
 
 
 RECIPE = {
-    "data": {"num_clips": 4, "seconds": 2, "codec_clips": 2},
+    "data": {"num_clips": 4, "seconds": 2, "codec_clips": 2, "latents": "shards", "shard_clips": 2,
+             "extract_batch": 2},
     "video_vae": {"steps": 1, "stage2_steps": 1, "stage3_steps": 1, "batch_size": 4},
     "audio_vae": {"steps": 1, "batch_size": 2}, "vocoder": {"steps": 1, "batch_size": 2},
     "dit": {"steps": 3, "batch_size": 2, "warmup_steps": 1, "checkpoint_every": 3, "log_every": 1},
@@ -72,8 +74,9 @@ RECIPE = {
 
 def _fsdp_runs(out: str, env: dict[str, str]) -> None:
     """In each of the two processes: an uninterrupted run, a run stopped at step 2 (mid-epoch) and resumed from its
-    sharded checkpoint, a run with two micro-batches per step and activation checkpointing, and the recipe's DiT
-    stage and bundle (``train_bundle``) on the codecs of a plain run; rank 0 saves the gathered weights."""
+    sharded checkpoint, a run with two micro-batches per step and activation checkpointing, and the recipe after its
+    codecs (``train_bundle`` on a plain run's codecs: extract on both processes, latent shards, the DiT, the
+    bundle); rank 0 saves the gathered weights."""
     AcceleratorState._reset_state(reset_partial_state=True)
     os.environ.update(env)
     torch.set_num_threads(1)
@@ -106,11 +109,10 @@ def fsdp_runs(tmp_path_factory) -> Path:
     if os.environ.get("OMP_NUM_THREADS") != "1":
         pytest.fail("run with OMP_NUM_THREADS=1: debug_launcher forks, and a fork of an OpenMP pool can hang")
     out = tmp_path_factory.mktemp("fsdp")
-    train_bundle(config_from_dict(RECIPE), out_dir=out / "recipe_plain")  # codecs, latents, DiT, bundle
+    train_bundle(config_from_dict(RECIPE), out_dir=out / "recipe_plain", stage="extract")  # codecs, latent shards
     (out / "recipe_fsdp" / "codecs").mkdir(parents=True)
     for name in (
         "config.json",
-        "latents.safetensors",
         *(f"codecs/{p.name}" for p in (out / "recipe_plain" / "codecs").iterdir()),
     ):
         (out / "recipe_fsdp" / name).write_bytes((out / "recipe_plain" / name).read_bytes())
@@ -153,18 +155,25 @@ def test_fsdp_resume_from_a_sharded_checkpoint_repeats_the_uninterrupted_losses(
     assert not {"model.safetensors", "ema.safetensors", "optimizer.safetensors"} & set(marker["files"])
 
 
-def test_the_recipe_s_dit_stage_under_fsdp_matches_the_plain_run_and_writes_a_bundle(fsdp_runs, tmp_path):
-    """The FSDP run reuses the plain run's codecs and latents; its DiT losses are the plain run's and its bundle
+def test_extract_shards_dit_and_bundle_on_two_fsdp_processes(fsdp_runs, tmp_path):
+    """On the plain run's codecs, the two processes extract the latent shards (each its share), train the DiT
+    under FSDP from them and write a bundle: the shards hold the plain run's latents (in another row order: each
+    process writes its own shards), the DiT losses are those of one process on the same shards, and the bundle
     holds the gathered EMA weights, which are those of its last sharded step folder."""
     plain, fsdp = fsdp_runs / "recipe_plain", fsdp_runs / "recipe_fsdp"
-    assert _losses(fsdp) == pytest.approx(_losses(plain), rel=LOSS_RTOL) and len(_losses(fsdp)) == 3
+    shards, reference = (LatentShards(run / "latents").batch(torch.arange(4)) for run in (fsdp, plain))
+    matches = [[all(torch.equal(shards[k][i], reference[k][j]) for k in shards) for j in range(4)] for i in range(4)]
+    assert sorted(row.index(True) for row in matches) == [0, 1, 2, 3]  # every plain clip, exactly, once
+    config = config_from_dict(RECIPE)
+    single = DiTTrainer(config.dit, LatentShards(fsdp / "latents"), tmp_path / "single", make_accelerator(cpu=True))
+    single.train()
+    assert _losses(fsdp) == pytest.approx(_losses(tmp_path / "single"), rel=LOSS_RTOL) and len(_losses(fsdp)) == 3
     assert json.loads((fsdp / "checkpoints" / "step_000003" / "trainer_state.json").read_text())["sharded"]
-    bundle = load_bundle(fsdp / "bundle")
+    bundle = load_bundle(fsdp / "bundle").dit.state_dict()
     exported = UniFormDiT.load(export_dit(fsdp / "checkpoints" / "step_000003", tmp_path / "dit.safetensors"))
-    assert all(torch.equal(v, bundle.dit.state_dict()[k]) for k, v in exported.state_dict().items())
-    reference = load_bundle(plain / "bundle").dit.state_dict()
-    for name, value in bundle.dit.state_dict().items():
-        torch.testing.assert_close(value, reference[name], rtol=0, atol=WEIGHT_ATOL)
+    assert all(torch.equal(v, bundle[k]) for k, v in exported.state_dict().items())
+    for name, value in single.ema_dit().state_dict().items():
+        torch.testing.assert_close(bundle[name], value, rtol=0, atol=WEIGHT_ATOL)
 
 
 def test_gradient_accumulation_and_activation_checkpointing_under_fsdp_give_the_losses_of_whole_batches(fsdp_runs):
