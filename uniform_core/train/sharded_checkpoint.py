@@ -45,8 +45,9 @@ def is_tensor_shard(name: str) -> bool:
 # ---- writing: each process its own files ------------------------------------------------------------------------
 
 
-def save_tensor_shard(path: Path, tensors: dict[str, torch.Tensor], process: int, processes: int, config: dict,
-                      extra: dict | None = None) -> None:  # fmt: skip
+def save_tensor_shard(
+    path: Path, tensors: dict[str, torch.Tensor], process: int, processes: int, config: dict, extra: dict | None = None
+) -> None:
     """Write this process's local part of ``tensors`` (DTensors or whole tensors) with their layouts."""
     meta = {
         "kind": SHARD_KIND, "process": str(process), "processes": str(processes), "config": json.dumps(config),
@@ -55,8 +56,9 @@ def save_tensor_shard(path: Path, tensors: dict[str, torch.Tensor], process: int
     save_tensors(path, {name: local(t) for name, t in tensors.items()}, meta)
 
 
-def save_shards(folder: Path, model: torch.nn.Module, ema, optimizer, process: int, processes: int,
-                config: dict) -> None:  # fmt: skip
+def save_shards(
+    folder: Path, model: torch.nn.Module, ema, optimizer, process: int, processes: int, config: dict
+) -> None:
     """Write this process's model, EMA and optimizer shards into ``folder``."""
     save_tensor_shard(folder / shard_name("model", process, processes), model.state_dict(), process, processes, config)
     params = dict(model.named_parameters())
