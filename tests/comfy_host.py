@@ -35,6 +35,7 @@ requires_comfyui = pytest.mark.skipif(
 )
 
 PACK_DIR = Path(__file__).resolve().parents[1]
+PROBE_DIR = Path(__file__).resolve().parent / "comfy_probe"
 API_DIR = PACK_DIR / "workflows" / "api"
 API_FILES = sorted(API_DIR.glob("*.json"))
 LINK_NAME = "ComfyUI-UniForm"
@@ -63,7 +64,9 @@ def _free_port() -> int:
 class Server:
     """A ComfyUI server process and the few HTTP calls the tests make."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, extra_args: tuple[str, ...] = (), probe: bool = False):
+        """``extra_args``: more server flags; ``probe``: also load the test-only nodes of ``comfy_probe/`` and list
+        ``root/models/vae_approx`` (what ComfyUI's model management holds; a core model the test writes)."""
         self.root = root
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -73,6 +76,9 @@ class Server:
             d.mkdir()
         (dirs["custom_nodes"] / LINK_NAME).symlink_to(PACK_DIR, target_is_directory=True)
         paths = {"custom_nodes": str(dirs["custom_nodes"])}
+        if probe:
+            (dirs["custom_nodes"] / PROBE_DIR.name).symlink_to(PROBE_DIR, target_is_directory=True)
+            paths["vae_approx"] = str(root / "models" / "vae_approx")
         self.bundle = EMBEDDED_BUNDLE
         if not default_bundle_available():  # until the embedded default is trained, run the graphs on random weights
             save_bundle(random_tiny_bundle(0), root / "models" / "random-tiny")
@@ -83,7 +89,7 @@ class Server:
         self.output_dir = dirs["output"]
         args = [COMFY_PYTHON, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(self.port)]
         args += ["--disable-auto-launch", "--database-url", "sqlite:///:memory:"]
-        args += ["--extra-model-paths-config", str(config)]
+        args += ["--extra-model-paths-config", str(config), *extra_args]
         for name in ("input", "output", "temp", "user"):
             args += [f"--{name}-directory", str(dirs[name])]
         # The server imports this checkout's library, whatever uniform_core its Python has installed: a folder
@@ -138,11 +144,12 @@ class Server:
         r.raise_for_status()
         return r.json()["name"]
 
-    def queue(self, prompt: dict, workflow: dict | None = None) -> str:
-        """Queue an API-format ``prompt``; ``workflow`` (UI format) is embedded in the outputs, as the UI does."""
-        body = {"prompt": prompt}
+    def queue(self, prompt: dict, workflow: dict | None = None, **extra) -> str:
+        """Queue an API-format ``prompt``; ``workflow`` (UI format) is embedded in the outputs, as the UI does;
+        ``extra``: more fields of the request (``client_id``, ``extra_data``)."""
+        body = {"prompt": prompt, **extra}
         if workflow is not None:
-            body["extra_data"] = {"extra_pnginfo": {"workflow": workflow}}
+            body["extra_data"] = {**body.get("extra_data", {}), "extra_pnginfo": {"workflow": workflow}}
         r = requests.post(f"{self.url}/prompt", json=body, timeout=30)
         assert r.status_code == 200, f"prompt rejected ({r.status_code}): {r.text[:2000]}"
         body = r.json()
