@@ -64,8 +64,8 @@ class DiTTrainer:
     ):
         if accelerator.distributed_type == DistributedType.DEEPSPEED:
             raise InputError(
-                "DiT training under DeepSpeed is not supported yet: its ZeRO optimizer state does not fit the "
-                "trainer's safetensors checkpoints, and it has not been run; use configs/accelerate_fsdp.yaml"
+                "DiT training under DeepSpeed is not supported: its ZeRO states are saved as pickles, which resume "
+                "would have to unpickle; use FSDP (configs/accelerate_fsdp.yaml)"
             )
         world, micro = accelerator.num_processes, cfg.grad_accumulation
         if cfg.batch_size % (world * micro):
