@@ -1,12 +1,12 @@
 """Through a real ComfyUI server: our models live in ComfyUI's model management, and the Sampler sends live previews.
 
-This module starts its own server (``--preview-method auto``, the test-only probe nodes of ``comfy_probe/``), on the
-CPU like every test server. What the CPU can show: ComfyUI lists our parts among its loaded models with their
-sizes, next to a core model (TAESD from random weights the test writes); ``/free`` unloads
-ours with its own; the next prompt has ComfyUI load the same parts again (not our loader reading the files again)
-and gives the same output. What it cannot: ComfyUI frees memory before loading a model only on a GPU
-(``load_models_gpu`` skips that for the CPU), so eviction by another model's load and the move between GPU and
-system memory need a CUDA machine.
+This module starts its own server (``--preview-method auto``, the test-only probe node of ``comfy_probe/``), on the
+CPU like every test server. What the CPU can show: ComfyUI lists our parts among its loaded models with their sizes,
+next to a core model (TAESD from random weights the test writes); ``/free`` unloads ours with its own; the next
+prompt has ComfyUI load the same parts again (not our loader reading the files again) and gives the same output; a
+loader set to offload has ours, and only ours, unloaded after each use. What it cannot: ComfyUI frees memory
+before loading a model only on a GPU (``load_models_gpu`` skips that for the CPU), so eviction by another model's
+load and the move between GPU and system memory need a CUDA machine.
 """
 
 from __future__ import annotations
@@ -63,12 +63,12 @@ def probe_server(tmp_path_factory):
         srv.stop()
 
 
-def _generate(server: Server, seed: int) -> dict:
+def _generate(server: Server, seed: int, offload: str = "auto") -> dict:
     """t2av on the bundle, 1 s at 64x64 in a few steps, then Video Decode and Audio Decode."""
     return {
         "1": {
             "class_type": "UniFormLoadBundle",
-            "inputs": {"bundle": server.bundle, "precision": "fp32", "offload": "auto"},
+            "inputs": {"bundle": server.bundle, "precision": "fp32", "offload": offload},
         },
         "2": {
             "class_type": "UniFormTextEncode",
@@ -94,10 +94,10 @@ def _generate(server: Server, seed: int) -> dict:
     }
 
 
-def _probed(server: Server, seed: int) -> dict:
+def _probed(server: Server, seed: int, offload: str = "auto") -> dict:
     """The generation graph, plus a branch decoding with a core VAE (TAESD), both ending in the probe (which runs
     every time)."""
-    return _generate(server, seed) | {
+    return _generate(server, seed, offload) | {
         "7": {"class_type": "VAELoader", "inputs": {"vae_name": "taesd"}},
         "8": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}},
         "9": {"class_type": "VAEDecode", "inputs": {"samples": ["8", 0], "vae": ["7", 0]}},
@@ -114,10 +114,10 @@ def _run(server: Server, prompt: dict, **extra) -> dict:
     return entry
 
 
-def _probe(server: Server, seed: int) -> tuple[str, list[dict], set[str]]:
+def _probe(server: Server, seed: int, offload: str = "auto") -> tuple[str, list[dict], set[str]]:
     """Run the probed graph: (digest of its frames and sound, ComfyUI's loaded models at its end, the nodes that
     ran rather than came from the cache)."""
-    prompt = _probed(server, seed)
+    prompt = _probed(server, seed, offload)
     entry = _run(server, prompt)
     cached = set(messages(entry).get("execution_cached", {}).get("nodes", []))
     out = entry["outputs"]["10"]
@@ -163,6 +163,13 @@ def test_comfyui_loads_unloads_and_reloads_our_models(probe_server):
     _free(probe_server, unload_models=True, free_memory=True)
     again, models, ran = _probe(probe_server, seed=0)
     assert "1" in ran and set(_ours(models)) == OUR_PARTS and again == first
+
+
+def test_offload_unloads_ours_right_after_use(probe_server):
+    digest, models, ran = _probe(probe_server, seed=0, offload="offload")
+    assert "1" in ran and not _ours(models), f"offload left ours loaded: {models}"
+    assert "TAESD" in {m["class"] for m in models}  # and only ours
+    assert digest == _probe(probe_server, seed=0)[0]  # the same clip as with auto
 
 
 def _previews(server: Server, prompt: dict, extra_data: dict | None = None) -> list[Image.Image]:
