@@ -64,9 +64,10 @@ def _free_port() -> int:
 class Server:
     """A ComfyUI server process and the few HTTP calls the tests make."""
 
-    def __init__(self, root: Path, extra_args: tuple[str, ...] = (), probe: bool = False):
+    def __init__(self, root: Path, extra_args: tuple[str, ...] = (), probe: bool = False, cpu: bool = True):
         """``extra_args``: more server flags; ``probe``: also load the test-only nodes of ``comfy_probe/`` and list
-        ``root/models/vae_approx`` (what ComfyUI's model management holds; a core model the test writes)."""
+        ``root/models/vae_approx`` (what ComfyUI's model management holds; a core model the test writes);
+        ``cpu=False``: let the server use its GPU."""
         self.root = root
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -87,7 +88,15 @@ class Server:
         config = root / "extra_model_paths.yaml"
         config.write_text(json.dumps({"uniform_test": paths}))
         self.output_dir = dirs["output"]
-        args = [COMFY_PYTHON, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(self.port)]
+        args = [
+            COMFY_PYTHON,
+            "main.py",
+            *(["--cpu"] if cpu else []),
+            "--listen",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+        ]
         args += ["--disable-auto-launch", "--database-url", "sqlite:///:memory:"]
         args += ["--extra-model-paths-config", str(config), *extra_args]
         for name in ("input", "output", "temp", "user"):

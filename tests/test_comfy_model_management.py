@@ -18,6 +18,7 @@ import struct
 import subprocess
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 import requests
@@ -48,14 +49,35 @@ for name, part in (("encoder", Encoder(4)), ("decoder", Decoder(4))):
 """
 
 
-@pytest.fixture(scope="module")
-def probe_server(tmp_path_factory):
-    root = tmp_path_factory.mktemp("comfyui-managed")
+def _write_taesd(root: Path) -> None:
     folder = root / "models" / "vae_approx"
     folder.mkdir(parents=True)
     env = {**os.environ, "TAESD_DIR": str(folder)}
     subprocess.run([COMFY_PYTHON, "-c", _WRITE_TAESD, "--cpu"], cwd=COMFY_DIR, env=env, check=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def probe_server(tmp_path_factory):
+    root = tmp_path_factory.mktemp("comfyui-managed")
+    _write_taesd(root)
     srv = Server(root, extra_args=("--preview-method", "auto"), probe=True)
+    try:
+        srv.wait_ready()
+        yield srv
+    finally:
+        srv.stop()
+
+
+@pytest.fixture(scope="module")
+def gpu_server(tmp_path_factory):
+    """A server on the GPU that keeps all but a sliver of it for other programs (``--reserve-vram``), so that each
+    model load must first unload the models already there: memory pressure without filling the card."""
+    seen = subprocess.run([COMFY_PYTHON, "-c", "import torch; print(torch.cuda.is_available())"], capture_output=True)
+    if seen.stdout.strip() != b"True":
+        pytest.skip("needs a CUDA device for the server (eviction by another model's load happens only on a GPU)")
+    root = tmp_path_factory.mktemp("comfyui-gpu")
+    _write_taesd(root)
+    srv = Server(root, extra_args=("--reserve-vram", "1000"), probe=True, cpu=False)
     try:
         srv.wait_ready()
         yield srv
@@ -94,12 +116,12 @@ def _generate(server: Server, seed: int, offload: str = "auto") -> dict:
     }
 
 
-def _probed(server: Server, seed: int, offload: str = "auto") -> dict:
+def _probed(server: Server, seed: int, offload: str = "auto", taesd_width: int = 64) -> dict:
     """The generation graph, plus a branch decoding with a core VAE (TAESD), both ending in the probe (which runs
     every time)."""
     return _generate(server, seed, offload) | {
         "7": {"class_type": "VAELoader", "inputs": {"vae_name": "taesd"}},
-        "8": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}},
+        "8": {"class_type": "EmptyLatentImage", "inputs": {"width": taesd_width, "height": 64, "batch_size": 1}},
         "9": {"class_type": "VAEDecode", "inputs": {"samples": ["8", 0], "vae": ["7", 0]}},
         "10": {
             "class_type": "UniFormTestProbe",
@@ -114,10 +136,12 @@ def _run(server: Server, prompt: dict, **extra) -> dict:
     return entry
 
 
-def _probe(server: Server, seed: int, offload: str = "auto") -> tuple[str, list[dict], set[str]]:
+def _probe(
+    server: Server, seed: int, offload: str = "auto", taesd_width: int = 64
+) -> tuple[str, list[dict], set[str]]:
     """Run the probed graph: (digest of its frames and sound, ComfyUI's loaded models at its end, the nodes that
     ran rather than came from the cache)."""
-    prompt = _probed(server, seed, offload)
+    prompt = _probed(server, seed, offload, taesd_width)
     entry = _run(server, prompt)
     cached = set(messages(entry).get("execution_cached", {}).get("nodes", []))
     out = entry["outputs"]["10"]
@@ -170,6 +194,27 @@ def test_offload_unloads_ours_right_after_use(probe_server):
     assert "1" in ran and not _ours(models), f"offload left ours loaded: {models}"
     assert "TAESD" in {m["class"] for m in models}  # and only ours
     assert digest == _probe(probe_server, seed=0)[0]  # the same clip as with auto
+
+
+def test_loading_another_model_evicts_ours_on_a_gpu(gpu_server):
+    """With almost no memory to spare every load unloads the models already loaded, ours and ComfyUI's alike; so
+    after each run only the last model loaded is left, and which branch ran last decides whose it is."""
+
+    def classes(models: list[dict]) -> set[str]:
+        assert all(m["device"].startswith("cuda") for m in models), models
+        return {m["class"] for m in models}
+
+    _probe(gpu_server, seed=0)  # both branches, in ComfyUI's order
+    _, models, ran = _probe(gpu_server, seed=1)  # only ours runs again
+    ours = _ours(models)
+    assert {"4", "5", "6"} <= ran and "9" not in ran and ours and "TAESD" not in classes(models), models
+
+    _, models, ran = _probe(gpu_server, seed=1, taesd_width=72)  # only the core VAE's branch runs again
+    assert ran == {"8", "9", "10"} and classes(models) == {"TAESD"}, models
+
+    _, models, ran = _probe(gpu_server, seed=2, taesd_width=72)  # ours again: the same parts, loaded back
+    assert "TAESD" not in classes(models) and set(_ours(models)) == set(ours), models
+    assert all(m["patcher"] == ours[name]["patcher"] for name, m in _ours(models).items())
 
 
 def _previews(server: Server, prompt: dict, extra_data: dict | None = None) -> list[Image.Image]:
