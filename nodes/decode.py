@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from uniform_core import memory, pipeline
+from uniform_core.long import conditions
 
 from . import host, managed
 from .common import AUDIO_VAE, LATENT, VIDEO_VAE, UniFormNode
@@ -37,7 +38,10 @@ class UniFormVideoDecode(UniFormNode):
 class UniFormAudioDecode(UniFormNode):
     DISPLAY_NAME = "UniForm Audio Decode"
     CATEGORY = "UniForm/decode"
-    DESCRIPTION = "Decodes the sound of a sampled latent into AUDIO (mono, 16 kHz), one list item per batch item."
+    DESCRIPTION = (
+        "Decodes the sound of a sampled latent into AUDIO (mono, 16 kHz), one list item per batch item; latents "
+        "longer than 16 s in overlapping 16 s segments, so memory stays that of one."
+    )
     RETURN_TYPES = ("AUDIO",)
     RETURN_NAMES = ("audio",)
     OUTPUT_TOOLTIPS = ("Mono 16 kHz sound, one list item per batch item.",)
@@ -55,7 +59,7 @@ class UniFormAudioDecode(UniFormNode):
     def execute(self, audio_vae, latent):
         host.check_interrupted()
         with managed.running(audio_vae) as codec:
-            waveforms, sample_rate = pipeline.decode_audio(codec, latent)
+            waveforms, sample_rate = conditions.decode_audio_windowed(codec, latent)
         return ([{"waveform": w.unsqueeze(0), "sample_rate": sample_rate} for w in waveforms],)
 
 

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from uniform_core import checks, media, pipeline
 from uniform_core.errors import InputError
-from uniform_core.tasks import VIDEO_FPS
+from uniform_core.long import conditions
+from uniform_core.tasks import LONG_MAX_SECONDS, VIDEO_FPS
 
 from . import host, managed
 from .common import AUDIO_LATENT, AUDIO_VAE, TEXT, TEXT_ENCODER, VIDEO_LATENT, VIDEO_VAE, UniFormNode, fps_input
 
-_DURATION_TOOLTIP = f"Whole seconds to keep (1 s = 17 frames). 0: as long as the input, up to {checks.MAX_SECONDS} s."
+_DURATION_TOOLTIP = (
+    f"Whole seconds to keep (1 s = 17 frames). 0: as long as the input, up to {LONG_MAX_SECONDS} s "
+    f"(beyond {checks.MAX_SECONDS} s encoded {checks.MAX_SECONDS} s at a time, for the Long Sampler or Extend)."
+)
 
 
 class UniFormTextEncode(UniFormNode):
@@ -61,7 +65,7 @@ class UniFormVideoEncode(UniFormNode):
             "required": {
                 "video_vae": (VIDEO_VAE, {"tooltip": "From UniForm Load Video VAE or Load Bundle."}),
                 "fps": fps_input("Frame rate of the images input (a VIDEO brings its own)."),
-                "duration": ("INT", {"default": 0, "min": 0, "max": checks.MAX_SECONDS, "tooltip": _DURATION_TOOLTIP}),
+                "duration": ("INT", {"default": 0, "min": 0, "max": LONG_MAX_SECONDS, "tooltip": _DURATION_TOOLTIP}),
                 "width": (
                     "INT",
                     {"default": 0, "min": 0, "max": checks.MAX_SIDE, "step": 16, "tooltip": size_tooltip},
@@ -83,12 +87,12 @@ class UniFormVideoEncode(UniFormNode):
             raise InputError(f"connect exactly one of the images or video inputs; got {given}")
         if video is not None:  # Load Video's file is decoded here by timestamps, at the model size when it is given
             size = checks.size(height, width) if height and width else None
-            seconds = checks.duration(duration) if duration else checks.MAX_SECONDS  # the longest clip
+            seconds = checks.duration(duration, high=LONG_MAX_SECONDS) if duration else LONG_MAX_SECONDS
             source = video if media.file_source(video) else host.decoded_video(video, "video")
             clip = media.from_comfy_video(source, fps=VIDEO_FPS, size=size, duration=seconds)
             images, fps = clip.frames, clip.fps
         with managed.running(video_vae) as vae:
-            encoded = pipeline.encode_video(vae, images, fps, duration or None, height or None, width or None)
+            encoded = conditions.encode_video_long(vae, images, fps, duration or None, height or None, width or None)
         return (encoded, encoded.frames, float(encoded.fps))
 
 
@@ -112,14 +116,14 @@ class UniFormAudioEncode(UniFormNode):
             "required": {
                 "audio_vae": (AUDIO_VAE, {"tooltip": "From UniForm Load Audio VAE + Vocoder or Load Bundle."}),
                 "audio": ("AUDIO", {"tooltip": "The sound to make a video for, e.g. from Load Audio."}),
-                "duration": ("INT", {"default": 0, "min": 0, "max": checks.MAX_SECONDS, "tooltip": _DURATION_TOOLTIP}),
+                "duration": ("INT", {"default": 0, "min": 0, "max": LONG_MAX_SECONDS, "tooltip": _DURATION_TOOLTIP}),
             }
         }
 
     def execute(self, audio_vae, audio, duration):
         clip = media.from_comfy_audio(audio)
         with managed.running(audio_vae) as codec:
-            encoded = pipeline.encode_audio(codec, clip.waveform, clip.sample_rate, duration or None)
+            encoded = conditions.encode_audio_long_clip(codec, clip.waveform, clip.sample_rate, duration or None)
         return (encoded, media.to_comfy_audio(media.AudioClip(encoded.waveform.view(1, -1), encoded.sample_rate)))
 
 

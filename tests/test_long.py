@@ -14,7 +14,7 @@ from uniform_core.diffusion.task_latent import keep_mask, pack
 from uniform_core.errors import InputError
 from uniform_core.long import decode_long, extend_latent, generate_long, plan_windows, sample_long
 from uniform_core.long.codec_segments import decode_audio_long, segments
-from uniform_core.long.windows import window_latent
+from uniform_core.long.windows import Window, window_latent
 from uniform_core.pipeline import encode_text, make_task_latent, sample
 
 SIZE = 32
@@ -269,3 +269,48 @@ def test_cli_makes_a_clip_longer_than_the_models_window(tmp_path):
     assert main([*argv, "--cfg-audio", "1.5", "--out", str(out)]) == 0
     clip = media.read_video(out)
     assert clip.frames.shape[0] == 3 * 17 and abs(clip.audio.waveform.shape[-1] / clip.audio.sample_rate - 3) < 0.07
+
+
+@pytest.fixture(scope="module")
+def codec_nodes(node_parts):
+    nodes = node_parts[0]
+    _, video_vae, audio_vae, _ = nodes["UniFormLoadBundle"].run(
+        bundle="uniform-tiny (embedded)", precision="auto", offload="auto"
+    )
+    return nodes, video_vae, audio_vae
+
+
+def test_encode_nodes_take_inputs_longer_than_one_native_clip(codec_nodes):
+    nodes, video_vae, audio_vae = codec_nodes
+    seconds = 18  # beyond checks.MAX_SECONDS (16): encoded 16 s at a time
+    frames = torch.rand(seconds * 17, SIZE, SIZE, 3, generator=torch.Generator().manual_seed(0))
+    latent, conformed, _ = nodes["UniFormVideoEncode"].run(
+        video_vae=video_vae, fps=17.0, duration=0, width=0, height=0, images=frames
+    )
+    assert latent.latent.shape[2] == seconds * 5 and torch.equal(conformed, frames)
+    head = nodes["UniFormVideoEncode"].run(video_vae=video_vae, fps=17.0, duration=2, width=0, height=0, images=frames)
+    assert torch.allclose(latent.latent[:, :, :10], head[0].latent, atol=1e-5)  # the VAE encodes 1 s chunks apart
+    wave = 0.3 * torch.sin(torch.arange(seconds * 16000) / 16000 * 2 * torch.pi * 440).unsqueeze(0)
+    audio_latent, audio = nodes["UniFormAudioEncode"].run(
+        audio_vae=audio_vae, audio={"waveform": wave.unsqueeze(0), "sample_rate": 16000}, duration=0
+    )
+    assert audio_latent.latent.shape == (1, 8, seconds * 25, 16) and audio["waveform"].shape[-1] == seconds * 16000
+    assert torch.isfinite(audio_latent.latent).all()
+
+
+def test_audio_decode_node_decodes_long_latents_in_segments(codec_nodes, monkeypatch):
+    from uniform_core.codecs.audio import AudioCodec
+    from uniform_core.pipeline import decode_audio
+
+    nodes, _, audio_vae = codec_nodes
+    runs = []
+    decode = AudioCodec.decode
+    monkeypatch.setattr(AudioCodec, "decode", lambda self, z: runs.append(z.shape[2]) or decode(self, z))
+    latent = _latent("t2av", 20)
+    latent = latent.with_latents(latent.video, torch.randn_like(latent.audio))
+    (audio,) = nodes["UniFormAudioDecode"].run(audio_vae=audio_vae, latent=latent)
+    assert audio[0]["waveform"].shape == (1, 1, 20 * 16000) and torch.isfinite(audio[0]["waveform"]).all()
+    assert len(runs) > 1 and max(runs) <= 16 * 25  # no codec run longer than one 16 s segment
+    short = window_latent(latent, Window(0, 2, 0))
+    (audio,) = nodes["UniFormAudioDecode"].run(audio_vae=audio_vae, latent=short)
+    assert torch.equal(audio[0]["waveform"][0], decode_audio(audio_vae.module, short)[0][0])

@@ -17,22 +17,19 @@ from collections.abc import Callable
 
 import torch
 
-from .. import checks, media
+from .. import media
 from ..diffusion.task_latent import TaskLatent
 from ..errors import InputError
 from ..pipeline import (
-    AudioLatent,
     Cancel,
     GenerationResult,
     Progress,
     UniFormPipeline,
-    VideoLatent,
     decode_video,
     encode_text,
     make_task_latent,
     read_video_input,
 )
-from ..stages import model_size
 from ..tasks import (
     AUDIO_LATENT_STEPS_PER_SECOND,
     FRAMES_PER_CHUNK,
@@ -43,47 +40,11 @@ from ..tasks import (
     generates_video,
     task_index,
 )
-from .codec_segments import decode_audio_long, encode_audio_long
+from .codec_segments import decode_audio_long
+from .conditions import AUDIO_CONTEXT_STEPS, encode_audio_long_clip, encode_video_long
 from .windows import plan_windows, sample_long, window_latent
 
 SEAMS = ("latent", "crossfade")
-AUDIO_CONTEXT_STEPS = 8  # 0.32 s each side: beyond it the tiny codec's segment edges change the waveform < 1 %
-
-
-def _seconds_of(duration, samples: int, rate: float) -> int:
-    return checks.duration(duration if duration is not None else max(1, int(samples / rate)), high=LONG_MAX_SECONDS)
-
-
-@torch.no_grad()
-def encode_video_long(pipe: UniFormPipeline, clip: media.VideoClip, duration, height, width, window: int):
-    """The V2A condition of a whole clip: frames conformed to 17 fps, whole seconds and a multiple of 16 px, then
-    encoded ``window`` seconds at a time (the VAE encodes each 1 s chunk on its own, so this is exact)."""
-    seconds = _seconds_of(duration, clip.frames.shape[0], clip.fps)
-    own_h, own_w = model_size(clip.frames.shape[1], clip.frames.shape[2], pipe.bundle.height * pipe.bundle.width)
-    h = own_h if height is None else height
-    w = own_w if width is None else width
-    checks.size(h, w)
-    frames, notes = media.conform_video(clip.frames, clip.fps, VIDEO_FPS, seconds * FRAMES_PER_CHUNK, h, w)
-    vae = pipe.bundle.video_vae
-    pieces = []
-    with pipe._use(vae):
-        param = next(vae.parameters())
-        for start in range(0, seconds, window):
-            part = frames[start * FRAMES_PER_CHUNK : (start + window) * FRAMES_PER_CHUNK]
-            pixels = part.permute(3, 0, 1, 2).unsqueeze(0).to(param.device, param.dtype) * 2 - 1
-            pieces.append(vae.encode(pixels, deterministic=True).float().cpu())
-    return VideoLatent(latent=torch.cat(pieces, dim=2), frames=frames, fps=VIDEO_FPS, notes=notes)
-
-
-@torch.no_grad()
-def encode_audio_for_long(pipe: UniFormPipeline, clip: media.AudioClip, duration, window: int) -> AudioLatent:
-    """The A2V condition of a whole clip: mono 16 kHz, whole seconds, encoded in window-sized segments."""
-    seconds = _seconds_of(duration, clip.waveform.shape[-1], clip.sample_rate)
-    mono, notes = media.conform_audio(clip.waveform, clip.sample_rate, SAMPLE_RATE, seconds * SAMPLE_RATE)
-    codec = pipe.bundle.audio_codec
-    with pipe._use(codec):
-        z = encode_audio_long(codec, mono, window * AUDIO_LATENT_STEPS_PER_SECOND, AUDIO_CONTEXT_STEPS)
-    return AudioLatent(latent=z, waveform=mono, notes=notes)
 
 
 @torch.no_grad()
@@ -179,10 +140,12 @@ def generate_long(
         clip = video
         if not isinstance(video, media.VideoClip):
             clip = read_video_input(video, duration, height, width, area, LONG_MAX_SECONDS)
-        video_latent = encode_video_long(pipe, clip, duration, height, width, window)
+        with pipe._use(b.video_vae):
+            video_latent = encode_video_long(b.video_vae, clip.frames, clip.fps, duration, height, width, area, window)
     if task == "a2v":
         clip = audio if isinstance(audio, media.AudioClip) else media.read_audio(audio)
-        audio_latent = encode_audio_for_long(pipe, clip, duration, window)
+        with pipe._use(b.audio_codec):
+            audio_latent = encode_audio_long_clip(b.audio_codec, clip.waveform, clip.sample_rate, duration, window)
     if task == "t2av" and duration is None:
         duration = b.duration
     latent = make_task_latent(
