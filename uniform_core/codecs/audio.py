@@ -23,6 +23,7 @@ from ..checkpoint import load_matching, load_state_dict_file, read_component_con
 from ..empty_init import empty_init
 from ..errors import CheckpointError, InputError
 from .audio_config import AUDIO_VAE_PRESETS, VOCODER_PRESETS, AudioVAEConfig, VocoderConfig
+from .audio_pieces import decode_in_pieces, pieces
 from .mel import MelConfig, MelFrontEnd, check_waveform
 
 if TYPE_CHECKING:
@@ -65,8 +66,11 @@ class AudioVAE(nn.Module):
         return self.model.encode(mel.unsqueeze(1)).latent_dist
 
     def decode(self, latent: torch.Tensor) -> torch.Tensor:
-        """Unscaled latent ``(B, C, L, W)`` -> log-mel ``(B, L * d, W * d)``."""
-        return self.model.decode(latent).sample.squeeze(1)
+        """Unscaled latent ``(B, C, L, W)`` -> log-mel ``(B, L * d, W * d)``, in time pieces (``audio_pieces``):
+        memory beyond the mel does not grow with the clip, and the mel is the whole-clip decode's."""
+        if self.model.post_quant_conv is not None:
+            latent = self.model.post_quant_conv(latent)
+        return decode_in_pieces(self.model.decoder, latent).squeeze(1)
 
     def save(self, path: str | os.PathLike) -> None:
         save_component(self.model, path, AUDIO_VAE_KIND, asdict(self.config))
@@ -133,9 +137,7 @@ class Vocoder(nn.Module):
         if frames <= VOCODER_PIECE_FRAMES + 2 * halo:
             return self.model(mel)[:, : frames * hop]
         out = mel.new_empty(mel.shape[0], frames * hop)
-        for start in range(0, frames, VOCODER_PIECE_FRAMES):
-            stop = min(start + VOCODER_PIECE_FRAMES, frames)
-            first, last = max(0, start - halo), min(frames, stop + halo)
+        for first, last, start, stop in pieces(frames, VOCODER_PIECE_FRAMES, halo):
             wave = self.model(mel[:, first:last])
             out[:, start * hop : stop * hop] = wave[:, (start - first) * hop : (stop - first) * hop]
         return out
