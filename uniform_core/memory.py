@@ -3,7 +3,7 @@ starts instead of swapping the machine to a halt.
 
 The estimate counts the tensors that must exist at the same time (the DiT's activations for every token of the
 batch, one VAE chunk at full resolution, the decoded frames), with factors calibrated against the measured peak
-(max RSS above the loaded model, CPU fp32, tiny bundle): at 512-1024 px it is 0.75-1.0x the measured peak, so it
+(peak RSS above the loaded model, CPU fp32, tiny bundle): at 384-1024 px it is 0.84-1.0x the measured peak, so it
 errs towards letting a borderline run start, never towards refusing one that fits (``tests/test_memory.py``).
 Weights are not counted: they are already loaded, so the memory they take is already missing from what is
 available.
