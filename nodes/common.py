@@ -5,9 +5,11 @@ from __future__ import annotations
 from uniform_core import checks
 from uniform_core.diffusion.task_latent import TaskLatent
 from uniform_core.errors import InputError, UniFormError
+from uniform_core.previews import LivePreview
 from uniform_core.stages import AudioLatent, TextConditioning, VideoLatent
 from uniform_core.tasks import VIDEO_FPS
 
+from . import host
 from .managed import Component
 
 # Private socket types: what flows between UniForm nodes only. Native types (IMAGE, AUDIO, VIDEO, FLOAT) are used
@@ -92,3 +94,25 @@ def fps_input(tooltip: str) -> tuple:
         "FLOAT",
         {"default": float(VIDEO_FPS), "min": 1.0, "max": checks.MAX_FPS, "step": 0.001, "tooltip": tooltip},
     )
+
+
+def preview_input() -> tuple:
+    """The live-preview interval widget of every sampling node (the last of its inputs: saved workflows list widget
+    values by position)."""
+    return (
+        "INT",
+        {
+            "default": 1,
+            "min": 1,
+            "max": checks.MAX_STEPS,
+            "tooltip": "Steps between live previews of the current estimate (video frames over a spectrogram strip), "
+            "shown while ComfyUI's preview method is not none.",
+        },
+    )
+
+
+def live_preview(dit: Component, every: int) -> LivePreview | None:
+    """The sampler's preview callback for ``dit``: None outside ComfyUI, with its preview method none, or for a DiT
+    without preview maps."""
+    show = host.preview_shower()
+    return LivePreview(dit.preview, every, show) if show is not None and dit.preview is not None else None

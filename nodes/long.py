@@ -8,7 +8,7 @@ from uniform_core.errors import InputError
 from uniform_core.tasks import LONG_MAX_SECONDS
 
 from . import host, managed
-from .common import AUDIO_LATENT, DIT, LATENT, TEXT, VIDEO_LATENT, UniFormNode
+from .common import AUDIO_LATENT, DIT, LATENT, TEXT, VIDEO_LATENT, UniFormNode, live_preview, preview_input
 
 
 def _sampling_inputs() -> dict:
@@ -97,15 +97,31 @@ class UniFormLongSampler(UniFormNode):
             },
             "optional": {
                 "text": (TEXT, {"tooltip": "Prompt from UniForm Text Encode; needed by t2av, optional for a2v/v2a."}),
+                "preview_interval": preview_input(),
             },
         }
 
-    def execute(self, dit, latent, seed, steps, cfg_video, cfg_audio, sampler, window, overlap, text=None):
+    def execute(
+        self, dit, latent, seed, steps, cfg_video, cfg_audio, sampler, window, overlap, text=None, preview_interval=1
+    ):
         _check_text(latent, text)
-        progress, cancel = host.progress_reporter(), host.cancel_check()
+        progress, cancel, preview = host.progress_reporter(), host.cancel_check(), live_preview(dit, preview_interval)
         with managed.running(dit) as model:
             out = long.sample_long(
-                model, latent, text, seed, steps, cfg_video, sampler, 1, window, overlap, progress, cancel, cfg_audio
+                model,
+                latent,
+                text,
+                seed,
+                steps,
+                cfg_video,
+                sampler,
+                1,
+                window,
+                overlap,
+                progress,
+                cancel,
+                cfg_audio,
+                preview=preview,
             )
         return (out.latent,)
 
@@ -137,6 +153,7 @@ class UniFormExtend(UniFormNode):
                 "text": (TEXT, {"tooltip": "Prompt for the new seconds; needed by t2av, optional for a2v/v2a."}),
                 "video_latent": (VIDEO_LATENT, {"tooltip": "V2A: the video of the added seconds (Video Encode)."}),
                 "audio_latent": (AUDIO_LATENT, {"tooltip": "A2V: the sound of the added seconds (Audio Encode)."}),
+                "preview_interval": preview_input(),
             },
         }
 
@@ -155,11 +172,12 @@ class UniFormExtend(UniFormNode):
         text=None,
         video_latent=None,
         audio_latent=None,
+        preview_interval=1,
     ):
         _check_text(latent, text)
         given = {"a2v": audio_latent, "v2a": video_latent}.get(getattr(latent, "task", None))
         longer = long.extend_latent(latent, seconds, None if given is None else given.latent)
-        progress, cancel = host.progress_reporter(), host.cancel_check()
+        progress, cancel, preview = host.progress_reporter(), host.cancel_check(), live_preview(dit, preview_interval)
         done = int(latent.duration)
         with managed.running(dit) as model:
             out = long.sample_long(
@@ -177,6 +195,7 @@ class UniFormExtend(UniFormNode):
                 cancel,
                 cfg_audio,
                 done,
+                preview=preview,
             )
         return (out.latent,)
 

@@ -6,10 +6,9 @@ from uniform_core import checks, memory, pipeline
 from uniform_core.diffusion.samplers import SAMPLER_DESCRIPTIONS, SAMPLERS
 from uniform_core.errors import InputError
 from uniform_core.model.compiled import compile_dit
-from uniform_core.previews import LivePreview
 
 from . import host, managed
-from .common import DIT, LATENT, TEXT, UniFormNode
+from .common import DIT, LATENT, TEXT, UniFormNode, live_preview, preview_input
 
 
 class UniFormSampler(UniFormNode):
@@ -73,16 +72,7 @@ class UniFormSampler(UniFormNode):
                         "first run that compiles.",
                     },
                 ),
-                "preview_interval": (
-                    "INT",
-                    {
-                        "default": 1,
-                        "min": 1,
-                        "max": checks.MAX_STEPS,
-                        "tooltip": "Steps between live previews of the current estimate (video frames over a "
-                        "spectrogram strip), shown while ComfyUI's preview method is not none.",
-                    },
-                ),
+                "preview_interval": preview_input(),
             },
         }
 
@@ -91,8 +81,7 @@ class UniFormSampler(UniFormNode):
     ):
         if getattr(latent, "task", None) == "t2av" and text is None:
             raise InputError("task 't2av' needs the text input; connect it from a UniForm Text Encode node")
-        progress, cancel, show = host.progress_reporter(), host.cancel_check(), host.preview_shower()
-        preview = LivePreview(dit.preview, preview_interval, show) if show and dit.preview else None
+        progress, cancel, preview = host.progress_reporter(), host.cancel_check(), live_preview(dit, preview_interval)
         activations = memory.dit_bytes(dit.module, latent, batch_size, guided=text is not None and cfg != 1)
         with managed.running(dit, activations) as model:
             if compile:

@@ -93,3 +93,16 @@ def test_sampler_node_shows_previews_from_the_bundles_map(pack, monkeypatch):
     nodes["UniFormSampler"].run(**args, preview_interval=2)
     assert [(step, total) for step, total, _ in shown] == [(2, 3), (3, 3)]
     assert all(image.dtype == torch.uint8 and image.shape == (64 + 2 + 21, 4 * 64, 3) for *_, image in shown)
+
+
+def test_long_sampler_previews_count_the_steps_of_all_windows(pack, monkeypatch):
+    host = sys.modules[f"{pack.__name__}.nodes.host"]
+    shown = []
+    monkeypatch.setattr(host, "preview_shower", lambda: lambda step, total, image: shown.append((step, total)))
+    nodes = {name: cls() for name, cls in pack.NODE_CLASS_MAPPINGS.items()}
+    dit, _, _, text_encoder = nodes["UniFormLoadBundle"].run(bundle=EMBEDDED, precision="fp32", offload="auto")
+    (text,) = nodes["UniFormTextEncode"].run(text_encoder=text_encoder, prompt="a red ball", negative_prompt="")
+    (latent,) = nodes["UniFormTaskLatent"].run(task="t2av", duration=3, width=64, height=64)
+    settings = dict(seed=0, steps=2, cfg_video=3.0, cfg_audio=3.0, sampler="ddim", window=2, overlap=1)
+    nodes["UniFormLongSampler"].run(dit=dit, latent=latent, text=text, **settings, preview_interval=3)
+    assert shown == [(3, 4), (4, 4)]  # two windows of two steps: one bar, one preview every 3 steps and the last

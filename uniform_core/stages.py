@@ -41,6 +41,7 @@ logger = logging.getLogger(__name__)
 
 Progress = Callable[[int, int], None]
 Cancel = Callable[[], bool]
+Preview = Callable[[int, int, torch.Tensor, torch.Tensor], None]  # (step, total, video x0, audio x0)
 
 
 @dataclass
@@ -233,7 +234,7 @@ def sample(
     cfg_audio: float | None = None,
     given_frames: int = 0,
     given_noised: bool = False,
-    preview: Callable[[int, int, torch.Tensor, torch.Tensor], None] | None = None,
+    preview: Preview | None = None,
 ) -> SampleOutput:
     """Denoise the generated modality of ``latent``; item ``i`` of the batch uses seed ``seed + i``.
 

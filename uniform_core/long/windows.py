@@ -18,6 +18,7 @@ from .. import checks
 from ..diffusion.task_latent import TaskLatent
 from ..errors import InputError
 from ..pipeline import Cancel, Progress, SampleOutput, TextConditioning, sample
+from ..stages import Preview
 from ..tasks import AUDIO_LATENT_STEPS_PER_SECOND, FRAMES_PER_CHUNK, LATENT_FRAMES_PER_CHUNK
 
 GIVEN_MODES = ("clean", "noised")
@@ -85,6 +86,7 @@ def sample_long(
     cfg_audio: float | None = None,
     done: int = 0,
     given: str = "noised",
+    preview: Preview | None = None,
 ) -> SampleOutput:
     """:func:`pipeline.sample` for a ``latent`` of any whole-second duration, in windows of ``window`` s that
     share ``overlap`` s (see :func:`plan_windows`). ``done``: seconds at the start of ``latent`` that are already
@@ -94,7 +96,8 @@ def sample_long(
     (at each step's noise level, replaced after every step; see :func:`samplers.sample`). "noised" is the default
     because it measured better: the model was trained with the generated modality at one noise level throughout,
     and a clean given second of V2A audio dropped event F1 on 8 s held-out clips to 0.44 and 0.00 where "noised"
-    scored 0.53 and 0.59 (native windows 0.73 and 0.50; README "Long clips")."""
+    scored 0.53 and 0.59 (native windows 0.73 and 0.50; README "Long clips"). ``preview``: as in
+    :func:`pipeline.sample`, the window being sampled, with steps counted like ``progress``'s."""
     if given not in GIVEN_MODES:
         raise InputError(f"given must be one of {', '.join(GIVEN_MODES)}; got {given!r}")
     seconds = int(latent.duration)
@@ -112,9 +115,10 @@ def sample_long(
         piece = window_latent(out, part)
         k = part.given * LATENT_FRAMES_PER_CHUNK  # the slice already holds what earlier windows made
         report = None if progress is None else (lambda step, _n, w=w: progress(w * steps + step, total))
+        shown = None if preview is None else (lambda step, _n, v, a, w=w: preview(w * steps + step, total, v, a))
         noised = given == "noised"
         result = sample(
-            dit, piece, text, seed + w * batch, steps, cfg, sampler, batch, report, cancel, cfg_audio, k, noised
+            dit, piece, text, seed + w * batch, steps, cfg, sampler, batch, report, cancel, cfg_audio, k, noised, shown
         )
         done_piece = window_latent(result.latent, dataclasses.replace(part, start=0))
         v, a = LATENT_FRAMES_PER_CHUNK, AUDIO_LATENT_STEPS_PER_SECOND
