@@ -1,6 +1,9 @@
-"""What every UniForm node shares: the private socket types, the base class that checks inputs and names errors."""
+"""What every UniForm node shares: the private socket types, the base class that checks inputs and names errors,
+the widgets several nodes take (fps, live-preview interval)."""
 
 from __future__ import annotations
+
+import logging
 
 from uniform_core import checks
 from uniform_core.diffusion.task_latent import TaskLatent
@@ -11,6 +14,8 @@ from uniform_core.tasks import VIDEO_FPS
 
 from . import host
 from .managed import Component
+
+logger = logging.getLogger(__name__)
 
 # Private socket types: what flows between UniForm nodes only. Native types (IMAGE, AUDIO, VIDEO, FLOAT) are used
 # wherever the data has their shape, so native nodes plug in on either side.
@@ -115,4 +120,9 @@ def live_preview(dit: Component, every: int) -> LivePreview | None:
     """The sampler's preview callback for ``dit``: None outside ComfyUI, with its preview method none, or for a DiT
     without preview maps."""
     show = host.preview_shower()
-    return LivePreview(dit.preview, every, show) if show is not None and dit.preview is not None else None
+    if show is None:
+        return None
+    if dit.preview is None:
+        logger.info("UniForm: no live preview for %s: no preview.json beside it (scripts/fit_preview.py)", dit.name)
+        return None
+    return LivePreview(dit.preview, every, show)
