@@ -195,6 +195,19 @@ def assert_success(entry: dict) -> None:
         )
 
 
+def saved_video(server: Server, entry: dict) -> Path:
+    """The first video file a finished prompt saved, in the server's output folder."""
+    for output in entry["outputs"].values():
+        for item in (i for value in output.values() if isinstance(value, list) for i in value):
+            if (
+                isinstance(item, dict)
+                and item.get("type") == "output"
+                and item["filename"].endswith((".mp4", ".webm"))
+            ):
+                return server.output_dir / item["subfolder"] / item["filename"]
+    raise AssertionError(f"the prompt saved no video: {entry['outputs']}")
+
+
 def load_prompt(server: Server, path: Path, uploaded_video: str) -> dict:
     prompt = json.loads(path.read_text())
     for node in prompt.values():

@@ -52,17 +52,17 @@ def _strip(frames: torch.Tensor) -> np.ndarray:
     return np.concatenate(tiles[:-1], 1)
 
 
-def _power_db(waveform: torch.Tensor) -> np.ndarray:
+def power_db(waveform: torch.Tensor) -> np.ndarray:
     """(F, frames) power spectrogram in dB."""
     window = torch.hann_window(SPECTRO_N_FFT, dtype=torch.float64)
     spec = torch.stft(waveform.reshape(-1).double(), SPECTRO_N_FFT, SPECTRO_HOP, window=window, return_complex=True)
     return 10 * np.log10(spec.abs().square().numpy() + 1e-12)
 
 
-def _spectrogram(waveform: torch.Tensor, sample_rate: int, events: list[float], ref_db: float) -> np.ndarray:
+def spectrogram_image(waveform: torch.Tensor, sample_rate: int, events: list[float], ref_db: float) -> np.ndarray:
     """Power spectrogram (dB re ``ref_db``, 0-8 kHz, low frequencies at the bottom) as a colour image, with a
     white tick above each of ``events`` (seconds)."""
-    db = _power_db(waveform) - ref_db
+    db = power_db(waveform) - ref_db
     level = np.clip(db / SPECTRO_RANGE_DB + 1, 0, 1)[::-1]  # (F, frames) in [0, 1], high frequencies on top
     pos = level * (len(_CMAP) - 1)
     lo = np.floor(pos).astype(int).clip(0, len(_CMAP) - 2)
@@ -101,13 +101,13 @@ def write_contact_sheets(pipe, out_dir, seed: int, settings: EvalSettings | None
         ],
         title,
     )
-    sr, ref = spec.sample_rate, float(_power_db(clip.waveform).max())
+    sr, ref = spec.sample_rate, float(power_db(clip.waveform).max())
     t2av_impacts = visual_impacts(out["t2av"].frames[0], spec.fps)
     sounds = _labelled(
         [
-            ("real clip (A2V input)", _spectrogram(clip.waveform, sr, clip.events, ref)),
-            ("T2AV (caption)", _spectrogram(out["t2av"].waveform[0], sr, t2av_impacts, ref)),
-            ("V2A (real video)", _spectrogram(out["v2a"].waveform[0], sr, clip.events, ref)),
+            ("real clip (A2V input)", spectrogram_image(clip.waveform, sr, clip.events, ref)),
+            ("T2AV (caption)", spectrogram_image(out["t2av"].waveform[0], sr, t2av_impacts, ref)),
+            ("V2A (real video)", spectrogram_image(out["v2a"].waveform[0], sr, clip.events, ref)),
         ],
         f'seed {seed}: "{clip.caption}"; 0-8 kHz, 80 dB; ticks: impacts in the row\'s video',
     )
