@@ -52,6 +52,7 @@ def test_sampler_rows_split_time_inside_and_outside_the_dit(report):
             assert 0 < extra["model_s"] <= row["median_s"]
             assert extra["overhead_s"] == pytest.approx(row["median_s"] - extra["model_s"], abs=1e-9)
             assert 0 <= extra["overhead_pct"] < 100
+            assert 0 < extra["replayed_outside_s"] < row["median_s"] and 0 < extra["replayed_outside_pct"] < 100
 
 
 def test_peak_memory_sees_a_large_allocation():

@@ -24,7 +24,8 @@ def to_markdown(report: dict) -> str:
         if "overhead_pct" in e:
             notes.append(
                 f"{e['dit_calls']} DiT calls of batch {'/'.join(map(str, e['dit_batch']))}: "
-                f"in DiT {e['model_s']:.4f} s, outside {e['overhead_s']:.4f} s = {e['overhead_pct']:.2f} %"
+                f"in DiT {e['model_s']:.4f} s, outside {e['overhead_s']:.4f} s = {e['overhead_pct']:.2f} %; "
+                f"loop alone (DiT replayed) {e['replayed_outside_s']:.4f} s = {e['replayed_outside_pct']:.2f} %"
             )
         if "total_peak_mb" in e:
             notes.append(f"total allocated {e['total_peak_mb'] / 1024:.2f} GB")

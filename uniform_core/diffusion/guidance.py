@@ -102,6 +102,7 @@ def make_model_fn(
     task = task_index(latent.task)
     param = next(dit.parameters(), None)
     dtype = param.dtype if param is not None else latent.video.dtype
+    constants: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # (task, fps) per DiT batch: made once, not per step
 
     def model_fn(x: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         batch = x.shape[0]
@@ -113,14 +114,18 @@ def make_model_fn(
             if cond_mask is not None:
                 cond_mask = torch.cat([cond_mask, _expand_batch("mask_null", mask_null, batch)])
         n = video.shape[0]
+        if n not in constants:
+            constants[n] = (
+                torch.full((n,), task, dtype=torch.long, device=x.device),
+                torch.full((n,), float(latent.fps), device=x.device),
+            )
         video_out, audio_out = dit(
             video.to(dtype),
             audio.to(dtype),
             t.float(),
             cond_y,
             cond_mask,
-            torch.full((n,), task, dtype=torch.long, device=x.device),
-            torch.full((n,), float(latent.fps), device=x.device),
+            *constants[n],
             height=latent.height,
             width=latent.width,
         )
