@@ -18,6 +18,7 @@ from . import checks, media, memory
 from .bundle import Bundle, load_bundle
 from .errors import InputError
 from .model.compiled import compile_dit
+from .offload import Offloader
 from .precision import enable_tf32, part_dtype
 from .stages import (
     AudioLatent,
@@ -66,8 +67,10 @@ class GenerationResult:
 class UniFormPipeline:
     """DiT, video VAE, audio VAE + vocoder and text encoder, run as one ``generate`` call per task.
 
-    With ``offload=True`` each component sits on the CPU and visits ``device`` only while it runs, so the text
-    encoder and the VAEs are off the accelerator during sampling. ``precision`` (``uniform_core.precision``): the
+    With ``offload=True`` each component sits on the CPU (pinned on CUDA) and visits ``device`` when it runs
+    (:mod:`uniform_core.offload`): one part at a time, so the text encoder and the VAEs are off the accelerator
+    during sampling, or with ``offload_budget_mb`` as many recently used parts as fit in that much weight memory,
+    so a second ``generate`` moves nothing when they all fit. ``precision`` (``uniform_core.precision``): the
     DiT's, and the other parts' by that module's rules; ``compile`` runs the DiT through ``torch.compile``.
     """
 
@@ -78,6 +81,7 @@ class UniFormPipeline:
         precision: str = "auto",
         offload: bool = False,
         compile: bool = False,
+        offload_budget_mb: float | None = None,
     ):
         self.bundle = checks.instance(bundle, Bundle, "bundle", " (from load_bundle)")
         self.device = checks.device(device)
@@ -85,7 +89,13 @@ class UniFormPipeline:
         enable_tf32()
         for part, module in bundle.modules().items():
             module.to(dtype=part_dtype(part, precision, self.device)).eval().requires_grad_(False)
-            module.to("cpu" if offload else self.device)
+            if not offload:
+                module.to(self.device)
+        budget = None if offload_budget_mb is None else checks.number(offload_budget_mb, "offload_budget_mb", 0)
+        parts = list(bundle.modules().values())
+        self.offloader = (
+            Offloader(parts, self.device, None if budget is None else int(budget * 2**20)) if offload else None
+        )
         if compile:
             compile_dit(bundle.dit)
 
@@ -94,17 +104,9 @@ class UniFormPipeline:
         """Load a bundle folder (``None`` = the embedded default ``uniform-tiny``)."""
         return cls(load_bundle(path), **kwargs)
 
-    @contextlib.contextmanager
     def _use(self, module: torch.nn.Module):
-        if self.offload:
-            module.to(self.device)
-        try:
-            yield module
-        finally:
-            if self.offload:
-                module.to("cpu")
-                if self.device.type == "cuda":
-                    torch.cuda.empty_cache()
+        """``module`` on the device for a ``with`` block (the offloader decides when it leaves)."""
+        return contextlib.nullcontext(module) if self.offloader is None else self.offloader.use(module)
 
     def generate(
         self,
