@@ -6,7 +6,7 @@ CUDA. Models have random weights (``xl`` = the paper's sizes), so nothing is dow
 speed only. Sampler rows run the real DiT and time what happens inside its calls, so ``overhead`` is everything
 the sampling loop adds around the model (scheduler steps, guidance, packing). That difference of two large times
 also holds whatever preempts the process between DiT calls on a busy machine, so the rows also time the loop alone,
-with the DiT's output replayed (``replayed_outside_s``): the overhead measured directly.
+with the DiT's output replayed after each run (``replayed_outside_s``): the overhead measured directly.
 """
 
 from __future__ import annotations
@@ -192,26 +192,31 @@ def _task(pipe: UniFormPipeline, task: str, sources: dict, seconds: int, steps: 
 
 def _sampler_row(bundle: Bundle, latent, text, sampler: str, steps: int, device, repeats: int) -> Measurement:
     """Whole ``pipeline.sample`` call with the real DiT; the DiT's own calls are timed from inside (hooks), so
-    overhead = sampling time - time in the DiT."""
+    overhead = sampling time - time in the DiT. After each run the loop runs again with the DiT's output replayed
+    (timed apart and taken out of the row's time), interleaved so that both see the same load."""
     inside: list[float] = []
     per_run: list[float] = []
-    clock = {}
+    replayed: list[float] = []
+    clock: dict = {"replay": False}
     batches: set[int] = set()
 
     def before(module, args, kwargs):
-        batches.add((args[0] if args else kwargs["video"]).shape[0])
-        sync(device)
-        clock["start"] = time.perf_counter()
+        if not clock["replay"]:
+            batches.add((args[0] if args else kwargs["video"]).shape[0])
+            sync(device)
+            clock["start"] = time.perf_counter()
 
     def after(module, args, kwargs, output):
-        sync(device)
-        inside.append(time.perf_counter() - clock["start"])
-        clock["output"] = output
+        if not clock["replay"]:
+            sync(device)
+            inside.append(time.perf_counter() - clock["start"])
+            clock["output"] = output
 
     def run():
         inside.clear()
         sample(bundle.dit, latent, text, seed=0, steps=steps, cfg=CFG, sampler=sampler)
         per_run.append(sum(inside))
+        replayed.append(_replayed_loop(bundle, latent, text, sampler, steps, device, clock))
 
     hooks = [
         bundle.dit.register_forward_pre_hook(before, with_kwargs=True),
@@ -222,8 +227,9 @@ def _sampler_row(bundle: Bundle, latent, text, sampler: str, steps: int, device,
     finally:
         for hook in hooks:
             hook.remove()
-    replayed = _replayed_loop(bundle, latent, text, sampler, steps, device, repeats, clock["output"])
-    timed = per_run[1:]  # the first entry is the warm-up
+    timed, loops = per_run[1:], replayed[1:]  # the first entries are the warm-up
+    m.runs_s = [total - loop for total, loop in zip(m.runs_s, loops, strict=True)]
+    m.median_s = statistics.median(m.runs_s)
     overhead = [total - model for total, model in zip(m.runs_s, timed, strict=True)]
     m.extra.update(
         dit_calls=len(inside),  # per run: one per step when cond and uncond share one batch
@@ -231,24 +237,23 @@ def _sampler_row(bundle: Bundle, latent, text, sampler: str, steps: int, device,
         model_s=statistics.median(timed),
         overhead_s=statistics.median(overhead),
         overhead_pct=100 * statistics.median(o / total for o, total in zip(overhead, m.runs_s, strict=True)),
-        replayed_outside_s=replayed,
-        replayed_outside_pct=100 * replayed / (replayed + statistics.median(timed)),
+        replayed_outside_s=statistics.median(loops),
+        replayed_outside_pct=100 * statistics.median(lo / (lo + md) for lo, md in zip(loops, timed, strict=True)),
     )
     return m
 
 
-def _replayed_loop(bundle: Bundle, latent, text, sampler: str, steps: int, device, repeats: int, output) -> float:
-    """Median seconds of ``pipeline.sample`` with every DiT call answered by ``output`` (one real call's result):
-    the time of the loop around the model alone."""
-    runs = []
-    bundle.dit.forward = lambda *args, **kwargs: output
+def _replayed_loop(bundle: Bundle, latent, text, sampler: str, steps: int, device, clock: dict) -> float:
+    """Seconds of one ``pipeline.sample`` with every DiT call answered by ``clock["output"]`` (the last real
+    call's result): the time of the loop around the model alone."""
+    bundle.dit.forward = lambda *args, **kwargs: clock["output"]
+    clock["replay"] = True
     try:
-        for _ in range(repeats + 1):  # the first is a warm-up
-            sync(device)
-            start = time.perf_counter()
-            sample(bundle.dit, latent, text, seed=0, steps=steps, cfg=CFG, sampler=sampler)
-            sync(device)
-            runs.append(time.perf_counter() - start)
+        sync(device)
+        start = time.perf_counter()
+        sample(bundle.dit, latent, text, seed=0, steps=steps, cfg=CFG, sampler=sampler)
+        sync(device)
+        return time.perf_counter() - start
     finally:
         del bundle.dit.forward
-    return statistics.median(runs[1:])
+        clock["replay"] = False
