@@ -111,7 +111,7 @@ def chromium_paths() -> tuple[str, str]:
 @pytest.fixture(scope="module")
 def page(server, tmp_path_factory):
     """The server's page in headless Chromium, the app started, the first-run template dialog already seen."""
-    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is in the dev extra")
+    from selenium import webdriver  # the dev extra
     from selenium.webdriver.chrome.service import Service
 
     requests.post(f"{server.url}/settings/Comfy.TutorialCompleted", json=True, timeout=30).raise_for_status()
@@ -263,6 +263,22 @@ def test_workflow_loads_lays_out_and_runs_in_the_page(page, server, path, tmp_pa
         f"{path.with_suffix('.jpg').name} is not what the graph makes now (off by {off:.1f} levels): "
         "run scripts/render_thumbnails.py"
     )
+
+
+def test_the_checks_can_fail(page, server):
+    """A node moved off-screen fails the layout check, and a toast the app raises is seen (frontend 1.27.10 raised
+    "Invalid workflow against zod schema" for the shipped graphs' old non-UUID id; 1.49 accepts such an id)."""
+    workflow = ui_workflow(server, API_DIR.parent / "uniform_t2av.json")
+    workflow["nodes"][0]["pos"] = [4000, 0]
+    drain(page)
+    load(page, workflow, "off_screen")
+    with pytest.raises(AssertionError, match="outside the view"):
+        assert_layout(page.execute_script(LAYOUT_JS), workflow)
+    page.execute_script(
+        "window.app.extensionManager.toast.add({severity: 'warn', summary: 'probe', detail: 'seen', life: 3000});"
+    )
+    time.sleep(1.0)
+    assert any("probe" in t for t in drain(page)["toasts"])
 
 
 def test_template_browser_shows_every_graph_with_its_thumbnail(page, server, tmp_path):
