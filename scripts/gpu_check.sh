@@ -10,8 +10,9 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'no CUDA GPU visible to torch')"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
 
-echo "== 1. CUDA tests (the sampling loop reads nothing from the GPU; precision policy)"
-timeout 120 "$PY" -m pytest -q -p no:cacheprovider tests/test_samplers.py -k cuda tests/test_precision.py \
+echo "== 1. CUDA tests (the sampling loop reads nothing from the GPU; precision policy; pinned offload)"
+timeout 150 "$PY" -m pytest -q -p no:cacheprovider tests/test_samplers.py -k cuda tests/test_precision.py \
+  tests/test_offload.py \
   | tee "$OUT/tests.txt"
 
 echo "== 2. bf16 / fp16 parity against fp32"

@@ -55,3 +55,20 @@ def test_the_least_recently_used_part_leaves_and_its_weights_are_the_host_copy()
 def test_a_negative_budget_is_refused():
     with pytest.raises(InputError, match="offload_budget_mb"):
         UniFormPipeline(random_tiny_bundle(seed=0), offload=True, offload_budget_mb=-1)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (scripts/gpu_check.sh runs it)")
+def test_on_cuda_the_host_copies_are_pinned_and_nothing_comes_back():
+    parts = [nn.Linear(256, 256) for _ in range(2)]
+    expected = [p(torch.ones(1, 256)) for p in parts]
+    offloader = Offloader(parts, torch.device("cuda"))
+    assert all(t.is_pinned() for p in parts for t in p.parameters())
+    host = [p.weight.data_ptr() for p in parts]
+    for p, want in zip(parts, expected, strict=True):
+        with offloader.use(p):
+            assert p.weight.is_cuda
+            torch.testing.assert_close(p(torch.ones(1, 256, device="cuda")).cpu(), want, rtol=1e-4, atol=1e-5)
+    assert parts[0].weight.data_ptr() == host[0] and parts[1].weight.is_cuda  # one part at a time
+    pipe = UniFormPipeline(random_tiny_bundle(seed=0), device="cuda", precision="fp32", offload=True)
+    _generate(pipe)
+    assert _moves(pipe) == dict.fromkeys(pipe.bundle.modules(), 1)
