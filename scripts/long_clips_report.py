@@ -8,7 +8,6 @@ whether guiding on the conditioning modality helps A2V/V2A sync. Writes <out>/lo
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import time
 from pathlib import Path
@@ -18,9 +17,8 @@ import torch
 
 from uniform_core import atomic, media
 from uniform_core.bench import TensorPeak
-from uniform_core.diffusion.guidance import cfg_combine, make_model_fn
+from uniform_core.diffusion.guidance import make_model_fn
 from uniform_core.diffusion.samplers import sample as run_sampler
-from uniform_core.diffusion.schedule import NoiseSchedule
 from uniform_core.eval.events import audio_onsets, event_f1, visual_impacts
 from uniform_core.eval.seeds import choose_seeds
 from uniform_core.long import decode_long, generate_long, plan_windows, sample_long
@@ -86,7 +84,12 @@ def frame_differences(frames: torch.Tensor) -> np.ndarray:
 
 def _summary(ranks: list[float]) -> dict:
     ranks = np.asarray(ranks)
-    return {"mean_rank": float(ranks.mean()), "share_above_p99": float((ranks > 0.99).mean()), "seams": len(ranks)}
+    return {
+        "mean_rank": float(ranks.mean()),
+        "share_above_p95": float((ranks > 0.95).mean()),
+        "share_above_p99": float((ranks > 0.99).mean()),
+        "seams": len(ranks),
+    }
 
 
 def measure_seams(pipe, clips, steps: int, seconds: int, window: int, overlap: int) -> dict:
@@ -143,6 +146,8 @@ def measure_seams(pipe, clips, steps: int, seconds: int, window: int, overlap: i
     seams, native = diffs["long: window seams"], diffs["native clips: own chunk boundaries"]
     video["window seams ranked within native chunk boundaries"] = _summary(_rank(seams, native))
     video["window seams ranked within pairs inside chunks"] = _summary(_rank(seams, diffs["long: inside chunks"]))
+    elsewhere = diffs["long: inside chunks"] + native
+    video["window seams ranked within all pairs away from seams"] = _summary(_rank(seams, elsewhere))
     joins = diffs["independent native clips: joins"]
     video["independent joins ranked within native chunk boundaries"] = _summary(_rank(joins, native))
     return result
@@ -156,15 +161,15 @@ def _f1(task: str, frames, wave, clip) -> float:
     return event_f1(pred, clip.events, TOLERANCE_S).f1
 
 
-def measure_f1(pipe, n: int, seconds: int, steps: int, window: int, overlap: int) -> dict:
-    """Event F1 of V2A and A2V on ``n`` held-out ``seconds``-long clips: generated in continuing windows
+def measure_f1(pipe, seeds, seconds: int, steps: int, window: int, overlap: int) -> dict:
+    """Event F1 of V2A and A2V on the held-out ``seconds``-long clips of ``seeds``: generated in continuing windows
     (long) vs the same clip cut into native-length pieces generated independently and joined (native)."""
     spec = SyntheticSpec(seconds=seconds, size=pipe.bundle.height)
     out = {
         "v2a": {"long": [], "native": [], "counts_exact": True},
         "a2v": {"long": [], "native": [], "counts_exact": True},
     }
-    for i, seed in enumerate(heldout_seeds(n)):
+    for i, seed in enumerate(seeds):
         clip = make_clip(seed, spec)
         for task in ("v2a", "a2v"):
             kwargs = {"prompt": clip.caption, "steps": steps, "seed": 300 + i}
@@ -227,30 +232,13 @@ def measure_memory(pipe, seconds: int, window: int, overlap: int) -> dict:
 # ---- guidance on the conditioning modality ------------------------------------------------------------------
 
 
-def modality_guided_fn(dit, latent, y, mask, scale: float, noise: torch.Tensor, schedule: NoiseSchedule):
-    """A2V/V2A guided away from the same model without its condition: the unconditional pass runs the T2AV task
-    token on the condition noised to the current timestep (what the model knows without the clean modality)."""
-    cond = make_model_fn(dit, latent, y, mask, None, None, 1.0)
-    uncond = make_model_fn(dit, dataclasses.replace(latent, task="t2av"), y, mask, None, None, 1.0)
-    keep, clean = latent.keep_mask(), latent.pack()
-
-    def model_fn(x, t):
-        eps_c, v = cond(x, t)
-        if scale == 1.0:
-            return eps_c, v
-        eps_u, _ = uncond(torch.where(keep, schedule.q_sample(clean, t, noise), x), t)
-        return cfg_combine(eps_c, eps_u, scale), v
-
-    return model_fn
-
-
 def measure_modality_guidance(pipe, seeds, steps: int, scales) -> dict:
-    """Event F1 of native-length V2A and A2V on the clips of ``seeds`` at each modality-guidance scale (1 = off),
+    """Event F1 of native-length V2A and A2V on the clips of ``seeds`` at each scale of guidance on the condition
+    (``make_model_fn(condition_scale=)``, 1 = off),
     beside chance: the scale-1 outputs scored against the next clip's events (shuffled pairing). Per-clip values
     are kept so scales are compared clip by clip (paired)."""
     b = pipe.bundle
     spec = SyntheticSpec(seconds=b.duration, size=b.height)
-    schedule = NoiseSchedule()
     out = {task: {str(s): [] for s in scales} for task in ("v2a", "a2v")}
     preds: dict[str, list] = {"v2a": [], "a2v": []}
     clips = [make_clip(seed, spec) for seed in seeds]
@@ -269,7 +257,7 @@ def measure_modality_guidance(pipe, seeds, steps: int, scales) -> dict:
             clean, keep = latent.pack(), latent.keep_mask()
             noise = torch.randn(clean.shape, generator=torch.Generator().manual_seed(400 + i))
             for s in scales:
-                fn = modality_guided_fn(b.dit, latent, text.y, text.mask, float(s), noise, schedule)
+                fn = make_model_fn(b.dit, latent, text.y, text.mask, None, None, 1.0, None, float(s), noise)
                 x0 = run_sampler(fn, noise, clean, keep, b.sampler, steps)
                 done = latent.with_latents(*latent.unpack(x0))
                 frames, wave = decode_long(pipe, done, b.duration, 1)
@@ -327,7 +315,9 @@ def main() -> None:
             clips = [make_clip(s, spec2) for s in heldout_seeds(args.clips)]
             report["seams"] = measure_seams(pipe, clips, args.steps, args.seam_seconds, window, overlap)
         elif part == "f1":
-            report["f1"] = measure_f1(pipe, args.clips, args.f1_seconds, args.steps, window, overlap)
+            seeds = choose_seeds(args.first_seed, args.clips).seeds
+            report["f1"] = measure_f1(pipe, seeds, args.f1_seconds, args.steps, window, overlap)
+            report["f1"]["seeds"] = seeds
         elif part == "memory":
             report["memory"] = measure_memory(pipe, args.memory_seconds, window, overlap)
         elif part == "modality":

@@ -2,6 +2,7 @@
 condition, segment decoding equals whole decoding where it fits, and sound and picture take their own CFG scale.
 Random tiny bundle (2 s window), 32x32 px, one or two sampler steps."""
 
+import dataclasses
 import itertools
 
 import pytest
@@ -10,6 +11,7 @@ import torch
 from uniform_core import media
 from uniform_core.diffusion.continuation import continuation_keep_mask
 from uniform_core.diffusion.guidance import make_model_fn
+from uniform_core.diffusion.schedule import NoiseSchedule
 from uniform_core.diffusion.task_latent import keep_mask, pack
 from uniform_core.errors import InputError
 from uniform_core.long import decode_long, extend_latent, generate_long, plan_windows, sample_long
@@ -63,21 +65,28 @@ def test_a_noised_given_start_is_shown_at_each_steps_noise_level_and_ends_clean(
     latent = make_task_latent("t2av", 2, SIZE, SIZE)
     latent = latent.with_latents(torch.randn_like(latent.video), torch.randn_like(latent.audio))
     seen = []
-    handle = bundle.dit.register_forward_pre_hook(lambda _m, args: seen.append(args[0][:, :, :4].clone()))
+    hook = lambda _m, args: seen.append((args[0][:, :, :4].clone(), args[1][:, :, :20].clone()))  # noqa: E731
+    handle = bundle.dit.register_forward_pre_hook(hook)
+    modes = ((), ("video", "audio"), ("audio",))  # all clean, all noised, the picture clean and the sound noised
     try:
-        runs = {
-            noised: sample(bundle.dit, latent, text, 1, 3, 1.0, sampler, given_frames=4, given_noised=noised).latent
-            for noised in (False, True)
-        }
+        runs = [
+            sample(bundle.dit, latent, text, 1, 3, 1.0, sampler, given_frames=4, given_noised=mode).latent
+            for mode in modes
+        ]
     finally:
         handle.remove()
-    given = latent.video[:, :, :4]
-    assert all(torch.equal(s, given) for s in seen[:3])  # clean: the model sees the given frames as they are
-    assert not any(torch.isclose(s, given).all() for s in seen[3:])  # noised: never as they are
-    noise_level = [(s - given).std().item() for s in seen[3:]]
-    assert noise_level == sorted(noise_level, reverse=True)  # less noise at every step
-    for out in runs.values():
-        assert torch.equal(out.video[:, :, :4], given) and torch.equal(out.audio[:, :, :20], latent.audio[:, :, :20])
+    given = (latent.video[:, :, :4], latent.audio[:, :, :20])
+    for m, mode in enumerate(modes):
+        for i, name in enumerate(("video", "audio")):
+            shown = [step[i] for step in seen[3 * m : 3 * m + 3]]
+            if name not in mode:  # clean: the model sees the given frames as they are
+                assert all(torch.equal(s, given[i]) for s in shown)
+                continue
+            assert not any(torch.isclose(s, given[i]).all() for s in shown)  # noised: never as they are
+            noise_level = [(s - given[i]).std().item() for s in shown]
+            assert noise_level == sorted(noise_level, reverse=True)  # less noise at every step
+    for out in runs:
+        assert torch.equal(out.video[:, :, :4], given[0]) and torch.equal(out.audio[:, :, :20], given[1])
 
 
 def test_windows_cover_any_length_and_each_continues_what_came_before():
@@ -220,6 +229,33 @@ def test_sound_and_picture_take_their_own_guidance_in_one_call(bundle, text):
     assert not torch.allclose(mixed[0], audio_guided[0], atol=1e-4)
     with pytest.raises(InputError, match="audio_cfg_scale"):
         make_model_fn(bundle.dit, latent, text.y, text.mask, None, None, 2.0, -1.0)
+
+
+def test_guidance_on_the_condition_is_one_call_away_from_the_model_without_it(bundle, text):
+    latent = _latent("t2av", 2)
+    latent = dataclasses.replace(latent, task="v2a", video=torch.randn_like(latent.video))
+    keep = keep_mask("v2a", latent.video.shape, latent.audio.shape)
+    gen = torch.Generator().manual_seed(0)
+    x = torch.where(keep, pack(latent.video, latent.audio), torch.randn(1, keep.numel(), generator=gen))
+    noise, t = torch.randn(1, keep.numel(), generator=gen), torch.tensor([500])
+    null = bundle.dit.null_caption(1, text.y.shape[1])
+    calls = []
+    handle = bundle.dit.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        both = make_model_fn(bundle.dit, latent, text.y, text.mask, null, text.mask, 2.0, None, 3.0, noise)(x, t)[0]
+    finally:
+        handle.remove()
+    assert len(calls) == 1  # text-guided and condition-guided branches in one batched DiT call
+    text_guided = make_model_fn(bundle.dit, latent, text.y, text.mask, null, text.mask, 2.0)(x, t)[0]
+    cond = make_model_fn(bundle.dit, latent, text.y, text.mask, None, None, 1.0)(x, t)[0]
+    without = make_model_fn(bundle.dit, dataclasses.replace(latent, task="t2av"), text.y, text.mask, None, None, 1.0)
+    abar = float(NoiseSchedule().alphas_cumprod[500])
+    uncond = without(torch.where(keep, abar**0.5 * x + (1 - abar) ** 0.5 * noise, x), t)[0]
+    assert torch.allclose(both, text_guided + 2.0 * (cond - uncond), atol=1e-5)
+    assert not torch.allclose(both, text_guided, atol=1e-3)
+    for bad_latent, bad_noise in ((dataclasses.replace(latent, task="t2av"), noise), (latent, None)):
+        with pytest.raises(InputError, match="condition_scale"):
+            make_model_fn(bundle.dit, bad_latent, text.y, text.mask, None, None, 1.0, None, 2.0, bad_noise)
 
 
 # ---- nodes --------------------------------------------------------------------------------------------------

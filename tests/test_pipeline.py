@@ -180,8 +180,8 @@ def test_the_bundle_carries_its_sampling_defaults(tmp_path, monkeypatch):
     monkeypatch.setattr(
         pipeline,
         "sample",
-        lambda dit, latent, text, seed, steps, cfg, sampler, *a: (
-            seen.append((cfg, sampler)) or real_sample(dit, latent, text, seed, steps, cfg, sampler, *a)
+        lambda dit, latent, text, seed, steps, cfg, sampler, *a, **kw: (
+            seen.append((cfg, sampler)) or real_sample(dit, latent, text, seed, steps, cfg, sampler, *a, **kw)
         ),
     )
     pipe = UniFormPipeline(loaded)

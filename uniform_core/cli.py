@@ -120,6 +120,9 @@ def _add_generate(sub) -> None:
     p.add_argument("--steps", type=int, default=30)
     p.add_argument("--cfg", type=float, default=None, help="guidance scale (default: the bundle's, per task)")
     p.add_argument("--cfg-audio", type=float, default=None, help="the sound's own guidance scale (default: --cfg)")
+    p.add_argument(
+        "--cfg-condition", type=float, default=None, help="a2v/v2a: guidance on the condition (default: measured)"
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--sampler", default=None, choices=SAMPLERS, help="default: the bundle's")
     p.add_argument(
@@ -219,7 +222,7 @@ def _check_generate_args(args) -> list:
     batch = checks.batch_size(args.batch, "--batch")
     checks.seed(args.seed, "--seed", count=batch)
     checks.steps(args.steps, "--steps")
-    for flag, value in (("--cfg", args.cfg), ("--cfg-audio", args.cfg_audio)):
+    for flag, value in (("--cfg", args.cfg), ("--cfg-audio", args.cfg_audio), ("--cfg-condition", args.cfg_condition)):
         if value is not None:
             checks.cfg(value, flag)
     if args.duration is not None:
@@ -280,6 +283,7 @@ def _run_generate(args) -> int:
             height=args.height,
             width=args.width,
             progress=progress,
+            cfg_condition=args.cfg_condition,
         )
     for note in result.notes:
         print(f"input: {note}", file=sys.stderr)

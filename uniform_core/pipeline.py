@@ -16,6 +16,7 @@ import torch
 
 from . import checks, media, memory
 from .bundle import Bundle, load_bundle
+from .diffusion.guidance import CONDITION_CFG
 from .errors import InputError
 from .model.compiled import compile_dit
 from .offload import Offloader
@@ -125,14 +126,17 @@ class UniFormPipeline:
         width: int | None = None,
         progress: Progress | None = None,
         cancel: Cancel | None = None,
+        cfg_condition: float | None = None,
     ) -> GenerationResult:
         """Run ``task`` end to end. T2AV needs ``prompt``; A2V needs ``audio``; V2A needs ``video`` (file paths or
         clips); text is optional for A2V and V2A. ``cfg`` and ``sampler`` default to the bundle's
-        (``bundle.cfg_for(task)``, ``bundle.sampler``). The conditioning modality is returned as given (conformed),
+        (``bundle.cfg_for(task)``, ``bundle.sampler``), ``cfg_condition`` (guidance on the A2V/V2A condition) to
+        the measured ``guidance.CONDITION_CFG[task]``. The conditioning modality is returned as given (conformed),
         the other one as generated. Every argument is checked before any work starts."""
         b = self.bundle
         checks.condition(task, video, audio)
         cfg = b.cfg_for(task) if cfg is None else cfg
+        cfg_condition = CONDITION_CFG[task] if cfg_condition is None else checks.cfg(cfg_condition, "cfg_condition")
         sampler = b.sampler if sampler is None else sampler
         check_sampling_args(seed, steps, cfg, sampler, batch_size)
         if prompt is not None:
@@ -186,7 +190,8 @@ class UniFormPipeline:
         if generates_video(task):  # refused now rather than after sampling
             memory.check_decoding(b.video_vae, latent, batch_size, self.device)
         with self._use(b.dit):
-            out = sample(b.dit, latent, text, seed, steps, cfg, sampler, batch_size, progress, cancel)
+            args = (b.dit, latent, text, seed, steps, cfg, sampler, batch_size, progress, cancel)
+            out = sample(*args, cfg_condition=cfg_condition)
 
         if generates_video(task):
             with self._use(b.video_vae):

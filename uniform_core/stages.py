@@ -233,17 +233,21 @@ def sample(
     cancel: Cancel | None = None,
     cfg_audio: float | None = None,
     given_frames: int = 0,
-    given_noised: bool = False,
+    given_noised: tuple[str, ...] = (),
     preview: Preview | None = None,
+    cfg_condition: float = 1.0,
 ) -> SampleOutput:
     """Denoise the generated modality of ``latent``; item ``i`` of the batch uses seed ``seed + i``.
 
     Cond and uncond run as one batch per step (classifier-free guidance with scale ``cfg``, or ``cfg`` on the video
     and ``cfg_audio`` on the audio). Without ``text`` the model is conditioned on its learned null caption only, so
     guidance is skipped. ``given_frames``: the first latent frames of both modalities are given by ``latent`` and
-    kept clean (continuation, :mod:`~uniform_core.diffusion.continuation`), or with ``given_noised`` shown at
-    each step's noise level and replaced after every step. ``preview(step, total, video, audio)`` gets the
+    kept clean (continuation, :mod:`~uniform_core.diffusion.continuation`); those of the modalities named in
+    ``given_noised`` (``"video"``, ``"audio"``) are shown at each step's noise level instead and replaced after
+    every step. ``preview(step, total, video, audio)`` gets the
     model's current x0 estimate of the batch after each step (e.g. :class:`~uniform_core.previews.LivePreview`).
+    ``cfg_condition`` (A2V/V2A): guidance away from the model without the clean condition, in the same batched
+    call (:func:`~uniform_core.diffusion.guidance.make_model_fn`; 1 is off).
     """
     check_sampling_args(seed, steps, cfg, sampler, batch_size)
     if cfg_audio is not None:
@@ -251,9 +255,10 @@ def sample(
     checks.instance(dit, UniFormDiT, "dit", " (from UniFormDiT.load or a bundle)")
     checks.instance(latent, TaskLatent, "latent", " (from make_task_latent)")
     checks.instance(text, (TextConditioning, type(None)), "text", " (from encode_text) or None")
-    guided = text is not None and cfg != 1
+    checks.cfg(cfg_condition, "cfg_condition")
+    guided, passes = text is not None and cfg != 1, 1 + (cfg_condition != 1)  # the condition pass adds a batch
     memory.check_fits(
-        {"DiT activations": memory.dit_bytes(dit, latent, batch_size, guided)}, _device_of(dit), "sampling"
+        {"DiT activations": memory.dit_bytes(dit, latent, batch_size * passes, guided)}, _device_of(dit), "sampling"
     )
     device = _device_of(dit)
     seeds = [seed + i for i in range(batch_size)]
@@ -262,15 +267,18 @@ def sample(
     clean = pack(video, audio)
     keep = continuation_keep_mask(latent.task, video.shape, audio.shape, given_frames).to(device)
     renoise = None
-    if given_noised:
-        renoise, keep = keep, keep_mask(latent.task, video.shape, audio.shape).to(device)
+    if given_noised:  # given entries of these modalities (beyond the task's condition) are shown noised instead
+        sizes = {"video": video[0].numel(), "audio": audio[0].numel()}
+        noised = torch.cat([torch.full((n,), name in given_noised, dtype=torch.bool) for name, n in sizes.items()])
+        renoise = keep & noised.to(device) & ~keep_mask(latent.task, video.shape, audio.shape).to(device)
+        keep = keep & ~renoise
     generators = [torch.Generator("cpu").manual_seed(s) for s in seeds]
     noise = torch.stack([torch.randn(clean.shape[1], generator=g) for g in generators]).to(device)
 
     batch_latent = latent.with_latents(video, audio)
     y, mask, y_null, mask_null, scale = _text_batch(dit, text, batch_size, cfg, device)
     audio_scale = scale if cfg_audio is None or text is None else cfg_audio
-    model_fn = make_model_fn(dit, batch_latent, y, mask, y_null, mask_null, scale, audio_scale)
+    model_fn = make_model_fn(dit, batch_latent, y, mask, y_null, mask_null, scale, audio_scale, cfg_condition, noise)
 
     def x0_preview(step: int, total: int, x0: torch.Tensor) -> None:
         preview(step, total, *unpack(x0, video.shape, audio.shape))

@@ -18,6 +18,7 @@ from collections.abc import Callable
 import torch
 
 from .. import media
+from ..diffusion.guidance import CONDITION_CFG
 from ..diffusion.task_latent import TaskLatent
 from ..errors import InputError
 from ..pipeline import (
@@ -110,19 +111,22 @@ def generate_long(
     window: int | None = None,
     overlap: int = 1,
     seam: str = "latent",
-    given: str = "noised",
+    given: str = "clean-video",
     progress: Progress | None = None,
     cancel: Cancel | None = None,
+    cfg_condition: float | None = None,
 ) -> GenerationResult:
     """:meth:`UniFormPipeline.generate` for clips of any whole-second length (up to ``tasks.LONG_MAX_SECONDS``),
     sampled in windows of ``window`` s (default: the bundle's clip length) that share ``overlap`` s. A2V/V2A last
     as long as their input unless ``duration`` is given. ``cfg`` guides the video and ``cfg_audio`` (default:
     ``cfg``) the audio. ``given``: how each window sees what it shares with the one before (see
-    :func:`.windows.sample_long`). ``progress(step, total)`` runs over the steps of all windows."""
+    :func:`.windows.sample_long`). ``cfg_condition``: guidance on the A2V/V2A condition (default: the measured
+    ``guidance.CONDITION_CFG[task]``). ``progress(step, total)`` runs over the steps of all windows."""
     task_index(task)
     b = pipe.bundle
     window = b.duration if window is None else window
     cfg = b.cfg_for(task) if cfg is None else cfg
+    cfg_condition = CONDITION_CFG[task] if cfg_condition is None else cfg_condition
     sampler = b.sampler if sampler is None else sampler
     if task == "t2av" and not (prompt and prompt.strip()):
         raise InputError("task 't2av' (text to audio+video) needs a prompt")
@@ -173,6 +177,7 @@ def generate_long(
             cancel,
             cfg_audio,
             given=given,
+            cfg_condition=cfg_condition,
         )
     frames, waveform = decode_long(pipe, out.latent, window, overlap, seam)
     batch = len(out.seeds)
