@@ -216,8 +216,8 @@ def test_a_bundle_can_guide_each_task_with_its_own_scale(tmp_path, monkeypatch):
     monkeypatch.setattr(
         pipeline,
         "sample",
-        lambda dit, latent, text, seed, steps, cfg, *a: (
-            seen.append(cfg) or real_sample(dit, latent, text, seed, steps, cfg, *a)
+        lambda dit, latent, text, seed, steps, cfg, *a, **kw: (
+            seen.append(cfg) or real_sample(dit, latent, text, seed, steps, cfg, *a, **kw)
         ),
     )
     pipe = UniFormPipeline(loaded)
