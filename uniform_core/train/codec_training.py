@@ -2,7 +2,8 @@
 
 Each codec is trained alone, before the DiT, on the same training seeds:
 
-- video VAE: pixel L1 + MSE reconstruction of whole clips, plus a small KL term on the posterior;
+- video VAE: pixel L1 + MSE reconstruction of frames (2D VAE) and of 2D latents (temporal VAE), plus a small KL
+  term on each posterior, then both decoders on pixels with the encoders frozen (:mod:`.video_vae_training`);
 - audio VAE: L1 reconstruction of the AudioLDM log-mel, plus a small KL term;
 - vocoder: HiFi-GAN, mel -> waveform (``uniform_core.train.vocoder_training``).
 
@@ -30,6 +31,7 @@ from .config import CodecTrainConfig, DataConfig
 from .log import LossLog, progress_bar
 from .shard_stream import first_clips
 from .sources import open_source
+from .video_vae_training import finetune_video_decoders
 
 logger = logging.getLogger(__name__)
 
@@ -135,29 +137,6 @@ class TemporalVAEObjective(nn.Module):
         return {"loss": rec + self.kl_weight * kl, "rec": rec, "kl": kl}
 
 
-class VideoDecoderObjective(nn.Module):
-    """Stage 3 of the video VAE: both decoders (temporal, then 2D) fine-tuned on pixels of 17-frame chunks
-    ``(B, 3, 17, H, W)`` from the frozen encoders' latents, so that the errors of the two stages stop adding up
-    (e.g. colour drift through the temporal VAE). The encoders, hence every latent, stay as they were."""
-
-    def __init__(self, vae: VideoVAE):
-        super().__init__()
-        self.vae = vae.requires_grad_(False)
-        for part in (vae.temporal_vae.post_quant_conv, vae.temporal_vae.decoder):
-            part.requires_grad_(True)
-        for part in (vae.spatial_vae.module.post_quant_conv, vae.spatial_vae.module.decoder):
-            part.requires_grad_(True)
-
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        vae, spatial = self.vae, self.vae.spatial_vae
-        with torch.no_grad():
-            z = vae.encode(x, deterministic=True) * vae.scale + vae.shift
-        rec2d = rearrange(vae.temporal_vae.decode(z, num_frames=x.shape[2]), "B C T h w -> (B T) C h w")
-        pixels = spatial.module.decode(rec2d / spatial.latent_scale).sample
-        rec = pixel_loss(rearrange(pixels, "(B T) C H W -> B C T H W", B=x.shape[0]), x)
-        return {"loss": rec, "rec": rec}
-
-
 def train_video_vae(
     pool: ClipPool, cfg: CodecTrainConfig, accelerator: Accelerator, log: LossLog, seed: int
 ) -> VideoVAE:
@@ -196,24 +175,6 @@ def train_video_vae(
     vae.set_normalization(tuple(shift.tolist()), tuple(scale.tolist()))
     logger.info("video VAE latent shift %s scale %s", shift.tolist(), scale.tolist())
     return finetune_video_decoders(vae, pool, cfg, accelerator, log, seed)
-
-
-def finetune_video_decoders(
-    vae: VideoVAE, pool: ClipPool, cfg: CodecTrainConfig, accelerator: Accelerator, log: LossLog, seed: int
-) -> VideoVAE:
-    """Stage 3 (``cfg.stage3_steps``, ``cfg.batch_size // 4`` chunks per step): see :class:`VideoDecoderObjective`.
-    Seeded on its own, so it gives the same decoders whether it runs right after stage 2 or later on a saved VAE."""
-    torch.manual_seed(seed + 1000)
-    chunk = vae.config.micro_frame_size
-
-    def draw_chunks(generator: torch.Generator) -> torch.Tensor:
-        index = torch.randint(len(pool), (max(1, cfg.batch_size // 4),), generator=generator)
-        first = int(torch.randint(pool.frames.shape[1] // chunk, (1,), generator=generator)) * chunk
-        return pool.pixels(index)[:, :, first : first + chunk]
-
-    stage3 = dataclasses.replace(cfg, steps=cfg.stage3_steps)
-    fit("video_vae.decoders", VideoDecoderObjective(vae), draw_chunks, stage3, accelerator, log)
-    return vae.cpu().requires_grad_(False).eval()
 
 
 # ---- audio VAE ----------------------------------------------------------------------------------------------------

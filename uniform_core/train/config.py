@@ -92,13 +92,14 @@ class CodecTrainConfig:
     ``disc_width`` and ``loudness_weight`` are the vocoder's alone. The video VAE trains in two stages: its 2D VAE
     on frames (``steps``, ``batch_size`` frames), then its temporal VAE on the 2D latents (``stage2_steps``,
     ``batch_size`` 17-frame chunks), then both decoders on pixels with the encoders frozen (``stage3_steps``,
-    ``batch_size // 4`` chunks)."""
+    ``stage3_batch_size`` chunks, learning rate ``lr`` on a cosine)."""
 
     preset: str = "tiny"
     pretrained: str | None = None  # a file/folder its loader reads (e.g. Open-Sora VAE, AudioLDM): used, not trained
     steps: int = 1000
     stage2_steps: int = 0
     stage3_steps: int = 0
+    stage3_batch_size: int = 4
     batch_size: int = 8
     lr: float = 1e-3
     kl_weight: float = 1e-6
@@ -168,6 +169,8 @@ class TrainConfig:
                 raise InputError(
                     f"{name}: steps must be >= 0 and batch_size >= 1; got {stage.steps}, {stage.batch_size}"
                 )
+        if self.video_vae.stage3_batch_size < 1:
+            raise InputError(f"video_vae.stage3_batch_size must be >= 1; got {self.video_vae.stage3_batch_size}")
         check_sampler(self.sampler)
         guidance_scales(self.cfg)
         if d.high_noise_weight is not None and not d.high_noise_weight >= 1:
