@@ -26,11 +26,13 @@ from uniform_core.train.synthetic import SyntheticSpec, make_clip
 GOLDEN_LATENTS = Path(__file__).parent / "data" / "golden" / "uniform_tiny" / "video_vae_latents.safetensors"
 GOLDEN_SEED = 1_000_500
 FRESH_SEEDS = range(1_000_500, 1_000_512)
-# Measured on FRESH_SEEDS with the shipped weights (README, "How well uniform-tiny works today"), minus a margin.
-MIN_COLOUR_FRAMES = 0.0
-MIN_COLOUR_HELD = 0.0
-MIN_SHAPE = 0.0
-MAX_AREA_GROWTH = 9.0
+# Measured on FRESH_SEEDS with the shipped weights [the previous decoders' in brackets], less a small margin: colour in
+# 1.000 [0.951] of frames, held in 12/12 [9/12] clips, shape right in 2/12 [1/12], object + halo area x1.085 [x1.564].
+# The shape is not kept (issue 16 asks 95 %): the frozen latent holds little of it (model card, codec ceilings).
+MIN_COLOUR_FRAMES = 0.97
+MIN_COLOUR_HELD = 0.9
+MIN_SHAPE = 0.08
+MAX_AREA_GROWTH = 1.2
 
 
 @pytest.fixture(autouse=True)
