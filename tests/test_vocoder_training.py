@@ -24,13 +24,16 @@ def test_adversarial_vocoder_stage_runs_with_finite_falling_losses(tmp_path):
     def record(step, vocoder, disc):
         discs.append(disc)
 
-    cfg = CodecTrainConfig(preset="tiny", steps=12, batch_size=2, lr=2e-3, log_every=1, adversarial_from=4)
+    cfg = CodecTrainConfig(
+        preset="tiny", steps=12, batch_size=2, lr=2e-3, log_every=1, adversarial_from=4, loudness_from=8
+    )
     log = LossLog(tmp_path / "log.jsonl", acc)
     vocoder = vocoder_training.train_vocoder(pool, cfg, acc, log, seed=0, on_step=record)
     rows = read_log(tmp_path / "log.jsonl", "vocoder")
     assert [r["step"] for r in rows] == list(range(1, 13))
     assert all(math.isfinite(v) for r in rows for k, v in r.items() if k != "stage")
     assert "disc" not in rows[3] and {"adv", "fm", "disc"} <= set(rows[4])  # discriminators join after step 4
+    assert "loudness" not in rows[7] and "loudness" in rows[8]
     assert all(d is discs[0] for d in discs) and isinstance(discs[0], HifiGanDiscriminator)
     assert sum(r["mel_l1"] for r in rows[-3:]) < sum(r["mel_l1"] for r in rows[:3])
     assert not vocoder.training
@@ -43,6 +46,15 @@ def test_discriminators_judge_every_period_and_scale():
     assert len(judgements) == len(MPD_PERIODS) + 3
     for logits, features in judgements:
         assert logits.shape[0] == 2 and len(features) >= 6 and all(f.shape[0] == 2 for f in features)
+
+
+def test_loudness_loss_counts_a_tone_that_log_magnitudes_barely_see():
+    t = torch.arange(8000) / 16000
+    noise = 0.003 * torch.randn(1, 8000, generator=torch.Generator().manual_seed(0))
+    clip = noise + 0.5 * torch.sin(2 * torch.pi * 262 * t)
+    quiet = noise + 0.05 * torch.sin(2 * torch.pi * 262 * t)  # the tone 20 dB too quiet, the floor right
+    assert vocoder_training.loudness_loss(clip, clip).item() == 0.0
+    assert vocoder_training.loudness_loss(quiet, clip).item() > 0.5
 
 
 def test_gan_losses_are_the_least_squares_ones():

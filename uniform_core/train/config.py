@@ -89,7 +89,7 @@ class DataConfig:
 @dataclass(frozen=True)
 class CodecTrainConfig:
     """One codec's stage. ``kl_weight`` is ignored for the vocoder (it has no latent); ``adversarial_from``,
-    ``disc_width`` and ``loudness_weight`` are the vocoder's alone. The video VAE trains in two stages: its 2D VAE
+    ``disc_width`` and ``loudness_from`` are the vocoder's alone. The video VAE trains in two stages: its 2D VAE
     on frames (``steps``, ``batch_size`` frames), then its temporal VAE on the 2D latents (``stage2_steps``,
     ``batch_size`` 17-frame chunks), then both decoders on pixels with the encoders frozen (``stage3_steps``,
     ``stage3_batch_size`` chunks, learning rate ``lr`` on a cosine)."""
@@ -107,7 +107,7 @@ class CodecTrainConfig:
     log_every: int = 25
     adversarial_from: int | None = None  # vocoder: the step after which HiFi-GAN's discriminators join; None: never
     disc_width: float = 0.125  # vocoder: the discriminators' channels, as a share of HiFi-GAN's
-    loudness_weight: float = 0.0  # vocoder: weight of the linear-magnitude STFT loss (tones), on top of HiFi-GAN's
+    loudness_from: int | None = None  # vocoder: the step after which the linear-magnitude STFT loss joins; None: never
 
 
 @dataclass(frozen=True)

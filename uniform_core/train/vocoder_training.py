@@ -33,6 +33,7 @@ logger = logging.getLogger(__name__)
 VOCODER_CROP_FRAMES = 48  # 0.48 s of mel per vocoder example
 STFT_RESOLUTIONS = ((512, 128, 512), (1024, 256, 1024), (256, 64, 256), (128, 32, 128), (64, 16, 64))
 MEL_WEIGHT, FEATURE_WEIGHT, STFT_WEIGHT = 45.0, 2.0, 10.0  # HiFi-GAN's mel and feature weights
+LOUDNESS_WEIGHT = 20.0
 
 
 def stft_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -82,9 +83,10 @@ class VocoderObjective(nn.Module):
     """Batch ``(B, 2, N)``: the levelled crop (its mel is the input) and the crop at the clip's level (the
     target). ``forward`` returns the generated waveform and the reconstruction terms."""
 
-    def __init__(self, vocoder: Vocoder, loudness_weight: float = 0.0):
+    def __init__(self, vocoder: Vocoder):
         super().__init__()
-        self.vocoder, self.mel, self.loudness_weight = vocoder, MelFrontEnd(), loudness_weight
+        self.vocoder, self.mel = vocoder, MelFrontEnd()
+        self.loudness = False  # the loudness loss joins at the recipe's loudness_from
 
     def forward(self, batch: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         levelled, target = batch.unbind(1)
@@ -92,9 +94,9 @@ class VocoderObjective(nn.Module):
         mel_l1 = F.l1_loss(self.mel(pred), self.mel(target))
         stft = stft_loss(pred, target)
         terms = {"loss": MEL_WEIGHT * mel_l1 + STFT_WEIGHT * stft, "stft": stft, "mel_l1": mel_l1}
-        if self.loudness_weight:
+        if self.loudness:
             terms["loudness"] = loudness_loss(pred, target)
-            terms["loss"] = terms["loss"] + self.loudness_weight * terms["loudness"]
+            terms["loss"] = terms["loss"] + LOUDNESS_WEIGHT * terms["loudness"]
         return pred, terms
 
 
@@ -105,13 +107,16 @@ def train_vocoder(
     log: LossLog,
     seed: int,
     on_step: Callable[[int, Vocoder, HifiGanDiscriminator | None], None] | None = None,
+    resume: tuple[int, Vocoder] | None = None,
 ) -> Vocoder:
     """A HiFi-GAN generator (preset ``cfg.preset``) trained for ``cfg.steps`` on ``cfg.batch_size`` crops of
     0.48 s; the discriminators (``cfg.disc_width`` of HiFi-GAN's channels) join at step ``cfg.adversarial_from``
-    (never when it is None). ``on_step(step, vocoder, discriminator)`` runs after every step (checkpoints)."""
+    (never when it is None), the loudness loss at ``cfg.loudness_from``. ``on_step(step, vocoder, discriminator)``
+    runs after every step (checkpoints); ``resume`` ``(step, vocoder)`` continues a generator saved at that step
+    (with fresh optimizer states and data draws)."""
     torch.manual_seed(seed)
-    vocoder = Vocoder.from_preset(cfg.preset)
-    objective = VocoderObjective(vocoder, cfg.loudness_weight)
+    vocoder = Vocoder.from_preset(cfg.preset) if resume is None else resume[1].train().requires_grad_(True)
+    objective = VocoderObjective(vocoder)
     hop = objective.mel.config.hop_length
     both = torch.stack([pool.waveforms, pool.clip_waveforms], dim=-1)  # (N, samples, 2)
 
@@ -127,8 +132,9 @@ def train_vocoder(
         disc_wrapped, opt_d = accelerator.prepare(disc, opt_d)
     generator = torch.Generator().manual_seed(accelerator.process_index)
     wrapped.train()
-    bar = progress_bar(accelerator, cfg.steps, "vocoder")
-    for step in range(1, cfg.steps + 1):
+    bar = progress_bar(accelerator, cfg.steps, "vocoder", initial=0 if resume is None else resume[0])
+    for step in range(1 if resume is None else resume[0] + 1, cfg.steps + 1):
+        objective.loudness = cfg.loudness_from is not None and step > cfg.loudness_from
         batch = draw(generator).to(accelerator.device)
         pred, terms = wrapped(batch)
         if adversarial and step > cfg.adversarial_from:
