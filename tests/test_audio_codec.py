@@ -303,11 +303,13 @@ def test_scaling_factor_override(codec, tmp_path):
         load_audio_vae(tmp_path / "audio_vae.safetensors", scaling_factor=-1.0)
 
 
-# The shipped uniform-tiny codec on 4 fresh clips of the tuning range, which no choice of its vocoder looked at.
-# Bounds: what these clips measured when they were set (in brackets), less a small margin; issue 16's ceiling
-# targets are >= 95 % of impacts within 10 ms and the level within 1 dB.
-SHIPPED_SEEDS = range(1_000_950, 1_000_954)
-SHIPPED_BOUNDS = {"vocoder": (0.3, 22.0), "audio_codec": (0.2, 22.0)}  # (0.4, -20.4 dB), (0.3, -20.7 dB)
+# The shipped uniform-tiny codec on 8 fresh clips of the tuning range (22 impacts; 3 chimes, the sound it keeps
+# worst), which no choice of its vocoder looked at. Bounds (share of impacts kept within 10 ms, |mean RMS
+# difference| in dB): what these clips measured when they were set, less a small margin; the vocoder before issue
+# 16 measured 0.41 / -12.6 dB (vocoder) and 0.32 / -13.5 dB (round trip) here. Issue 16's ceiling targets are
+# >= 95 % within 10 ms and the level within 1 dB; not met yet (see the model card).
+SHIPPED_SEEDS = range(1_000_950, 1_000_958)
+SHIPPED_BOUNDS = {"vocoder": (0.7, 10.5), "audio_codec": (0.7, 11.0)}  # measured: 0.77 / -8.9 dB, 0.77 / -9.5 dB
 
 
 @pytest.mark.skipif(not default_bundle_available(), reason="no embedded uniform-tiny here")

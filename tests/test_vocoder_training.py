@@ -48,7 +48,7 @@ def test_discriminators_judge_every_period_and_scale():
         assert logits.shape[0] == 2 and len(features) >= 6 and all(f.shape[0] == 2 for f in features)
 
 
-def test_loudness_loss_counts_a_tone_that_log_magnitudes_barely_see():
+def test_loudness_loss_counts_a_tone_20_db_too_quiet():
     t = torch.arange(8000) / 16000
     noise = 0.003 * torch.randn(1, 8000, generator=torch.Generator().manual_seed(0))
     clip = noise + 0.5 * torch.sin(2 * torch.pi * 262 * t)

@@ -34,6 +34,7 @@ VOCODER_CROP_FRAMES = 48  # 0.48 s of mel per vocoder example
 STFT_RESOLUTIONS = ((512, 128, 512), (1024, 256, 1024), (256, 64, 256), (128, 32, 128), (64, 16, 64))
 MEL_WEIGHT, FEATURE_WEIGHT, STFT_WEIGHT = 45.0, 2.0, 10.0  # HiFi-GAN's mel and feature weights
 LOUDNESS_WEIGHT = 20.0
+ENERGY_WINDOW, ENERGY_HOP = 256, 64  # samples at 16 kHz: 16 ms frames every 4 ms
 
 
 def stft_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -51,15 +52,16 @@ def stft_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 def loudness_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """L1 of linear STFT magnitudes over the target's mean magnitude, at the two longest windows of
-    :data:`STFT_RESOLUTIONS`: the loud bins count most, so a tone's few bins weigh as much as its loudness (log
-    magnitudes weigh every bin alike, and the noise floor's are most of them). ``(B, N)`` waveforms."""
-    total = pred.new_zeros(())
-    for n_fft, hop, win in sorted(STFT_RESOLUTIONS, reverse=True)[:2]:
-        window = torch.hann_window(win, device=pred.device)
-        mags = [torch.stft(x, n_fft, hop, win, window, return_complex=True).abs() for x in (pred, target)]
-        total = total + (mags[0] - mags[1]).abs().mean() / mags[1].mean().clamp(min=1e-7)
-    return total / 2
+    """L1 of log frame energies (16 ms windows every 4 ms): how loud each moment is, whatever its pitch.
+
+    The vocoder is shift-equivariant by whole mel frames, so on a steady mel it can only make sound that repeats
+    every hop (harmonics of 100 Hz): a tone between them cannot be hit, and the spectral losses then favour
+    leaving it out (energy in a wrong bin costs as much as none). This loss asks for its loudness instead.
+    ``(B, N)`` waveforms."""
+    frames = [
+        F.avg_pool1d(x.unsqueeze(1) ** 2, ENERGY_WINDOW, ENERGY_HOP).clamp(min=1e-8).log() for x in (pred, target)
+    ]
+    return F.l1_loss(*frames)
 
 
 def discriminator_loss(real: list[Judgement], fake: list[Judgement]) -> torch.Tensor:
