@@ -323,8 +323,10 @@ def test_save_load_round_trip(tiny, tmp_path):
         frames = clip(17, size=16)
         with torch.no_grad():
             z = tiny.encode(frames, deterministic=True)
-            assert torch.equal(model.encode(frames, deterministic=True), z)
-            assert torch.equal(model.decode(z, 17), tiny.decode(z, 17))
+            # the same weights from a file: equal up to the CPU kernels' choice by buffer alignment (oneDNN on
+            # AVX-512/AMX CPUs: ~2e-6); one model gives bit-equal results call after call
+            torch.testing.assert_close(model.encode(frames, deterministic=True), z, rtol=1e-5, atol=1e-5)
+            torch.testing.assert_close(model.decode(z, 17), tiny.decode(z, 17), rtol=1e-5, atol=1e-5)
 
 
 def test_load_opensora_style_folder(tiny, tmp_path):
@@ -340,7 +342,12 @@ def test_load_opensora_style_folder(tiny, tmp_path):
         assert loaded.config.spatial["block_out_channels"] == (32, 32, 32, 32)
         assert loaded.config.temporal_kwargs() == tiny.config.temporal_kwargs()
         with torch.no_grad():
-            assert torch.equal(loaded.encode(frames, deterministic=True), tiny.encode(frames, deterministic=True))
+            torch.testing.assert_close(  # equal up to kernel choice by buffer alignment, see test_save_load_round_trip
+                loaded.encode(frames, deterministic=True),
+                tiny.encode(frames, deterministic=True),
+                rtol=1e-5,
+                atol=1e-5,
+            )
 
 
 def test_bare_opensora_file_is_matched_exactly(tiny, tmp_path, monkeypatch):
