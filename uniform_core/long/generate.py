@@ -111,7 +111,7 @@ def generate_long(
     window: int | None = None,
     overlap: int = 1,
     seam: str = "latent",
-    given: str = "clean-video",
+    given: str | None = None,
     progress: Progress | None = None,
     cancel: Cancel | None = None,
     cfg_condition: float | None = None,

@@ -23,6 +23,8 @@ from ..tasks import AUDIO_LATENT_STEPS_PER_SECOND, FRAMES_PER_CHUNK, LATENT_FRAM
 
 # How a window sees the seconds it shares with the one before: the modalities shown at each step's noise level
 GIVEN_MODES = {"clean": (), "noised": ("video", "audio"), "clean-video": ("audio",)}
+# The mode each task uses unless told (measured, see sample_long); V2A's picture is its condition either way
+GIVEN_DEFAULTS = {"t2av": "clean-video", "a2v": "noised", "v2a": "noised"}
 
 
 @dataclass(frozen=True)
@@ -86,7 +88,7 @@ def sample_long(
     cancel: Cancel | None = None,
     cfg_audio: float | None = None,
     done: int = 0,
-    given: str = "clean-video",
+    given: str | None = None,
     preview: Preview | None = None,
     cfg_condition: float = 1.0,
 ) -> SampleOutput:
@@ -94,14 +96,15 @@ def sample_long(
     share ``overlap`` s (see :func:`plan_windows`). ``done``: seconds at the start of ``latent`` that are already
     made (extension). Window ``w`` samples item ``i`` with seed ``seed + w * batch_size + i``. ``progress(step,
     total)`` counts the steps of all windows together, so one bar runs over the windows. ``given``: how a window
-    sees the seconds it shares with the one before: ``"clean"`` (as A2V/V2A see their condition), ``"noised"`` (at
-    each step's noise level, replaced after every step; see :func:`samplers.sample`) or ``"clean-video"`` (the
-    default: picture clean, sound noised). Measured on the tiny model (README "Long clips"): a clean given second
-    of sound dropped V2A event F1 on 8 s held-out clips to 0.44 and 0.00 where noised sound scored 0.53 and 0.59,
-    while a noised given picture is what made the picture jump at window seams (frame difference 0.029 vs 0.025
-    clean, 0.023 at a native clip's own chunk boundaries). ``preview``: as in :func:`pipeline.sample`, the window
-    being sampled, with steps counted like ``progress``'s. ``cfg_condition``: guidance on the A2V/V2A condition
-    (:func:`pipeline.sample`)."""
+    sees the seconds it shares with the one before: ``"clean"`` (as A2V/V2A see their condition), ``"noised"``
+    (at each step's noise level, replaced after every step; see :func:`samplers.sample`) or ``"clean-video"``
+    (picture clean, sound noised); None: ``GIVEN_DEFAULTS[task]``. Measured on the tiny model (README "Long
+    clips"): a clean given second of sound dropped V2A event F1 on 8 s held-out clips to 0.44 and 0.00 where noised
+    sound scored 0.53 and 0.59; a clean given picture lowers T2AV's frame difference at window seams (0.046 vs
+    0.049) but dropped 30 s A2V event F1 from 0.90 to 0.85 (6 report clips), so T2AV sees the picture clean and A2V
+    noised. ``preview``: as in :func:`pipeline.sample`, the window being sampled, with steps counted like
+    ``progress``'s. ``cfg_condition``: guidance on the A2V/V2A condition (:func:`pipeline.sample`)."""
+    given = GIVEN_DEFAULTS[latent.task] if given is None else given
     if given not in GIVEN_MODES:
         raise InputError(f"given must be one of {', '.join(GIVEN_MODES)}; got {given!r}")
     seconds = int(latent.duration)
