@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from .. import checks
+from ..diffusion.guidance import CONDITION_CFG
 from ..diffusion.task_latent import TaskLatent
 from ..errors import InputError
 from ..pipeline import Cancel, Progress, SampleOutput, TextConditioning, sample
@@ -90,7 +91,7 @@ def sample_long(
     done: int = 0,
     given: str | None = None,
     preview: Preview | None = None,
-    cfg_condition: float = 1.0,
+    cfg_condition: float | None = None,
 ) -> SampleOutput:
     """:func:`pipeline.sample` for a ``latent`` of any whole-second duration, in windows of ``window`` s that
     share ``overlap`` s (see :func:`plan_windows`). ``done``: seconds at the start of ``latent`` that are already
@@ -103,8 +104,10 @@ def sample_long(
     sound scored 0.53 and 0.59; a clean given picture lowers T2AV's frame difference at window seams (0.046 vs
     0.049) but dropped 30 s A2V event F1 from 0.90 to 0.85 (6 report clips), so T2AV sees the picture clean and A2V
     noised. ``preview``: as in :func:`pipeline.sample`, the window being sampled, with steps counted like
-    ``progress``'s. ``cfg_condition``: guidance on the A2V/V2A condition (:func:`pipeline.sample`)."""
+    ``progress``'s. ``cfg_condition``: guidance on the A2V/V2A condition (:func:`pipeline.sample`;
+    None: the measured ``guidance.CONDITION_CFG[task]``, so the Long Sampler and Extend nodes get it too)."""
     given = GIVEN_DEFAULTS[latent.task] if given is None else given
+    cfg_condition = CONDITION_CFG[latent.task] if cfg_condition is None else cfg_condition
     if given not in GIVEN_MODES:
         raise InputError(f"given must be one of {', '.join(GIVEN_MODES)}; got {given!r}")
     seconds = int(latent.duration)
