@@ -309,5 +309,18 @@ def test_bfloat16_weights_give_float32_outputs_close_to_float32(model, tmp_path)
     video, audio = run(model, **x)
     video_bf16, audio_bf16 = run(half, **x)
     assert video_bf16.dtype == torch.float32 and audio_bf16.dtype == torch.float32
-    assert (video_bf16 - video).abs().max() < 0.1 * video.abs().max()
-    assert (audio_bf16 - audio).abs().max() < 0.1 * audio.abs().max()
+    # 1.1 % and 1.0 % relative RMS measured (bf16-rounded weights alone, computed in fp32: 0.5 %, 0.4 %); a bf16
+    # convolution that went wrong on AMX CPUs once made the audio 55 % and, through joint attention, the video 7 %
+    for ours, reference in ((video_bf16, video), (audio_bf16, audio)):
+        assert (ours - reference).square().mean().sqrt() < 0.03 * reference.square().mean().sqrt()
+
+
+def test_audio_patch_embed_in_bfloat16_matches_float32():
+    """Per op, where a wrong kernel shows at once: oneDNN's bf16 conv on AMX missed 64-value patches by 100 %."""
+    torch.manual_seed(0)
+    embed = UniFormDiT.from_preset("tiny").audio_embedder
+    audio = inputs()["audio"]
+    with torch.no_grad():
+        reference = embed(audio)
+        ours = embed.to(torch.bfloat16)(audio.bfloat16()).float()
+    assert (ours - reference).square().mean().sqrt() < 0.01 * reference.square().mean().sqrt()
