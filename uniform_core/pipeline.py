@@ -16,7 +16,6 @@ import torch
 
 from . import checks, media, memory
 from .bundle import Bundle, load_bundle
-from .diffusion.guidance import CONDITION_CFG
 from .errors import InputError
 from .model.compiled import compile_dit
 from .offload import Offloader
@@ -136,7 +135,8 @@ class UniFormPipeline:
         b = self.bundle
         checks.condition(task, video, audio)
         cfg = b.cfg_for(task) if cfg is None else cfg
-        cfg_condition = CONDITION_CFG[task] if cfg_condition is None else checks.cfg(cfg_condition, "cfg_condition")
+        if cfg_condition is not None:
+            checks.cfg(cfg_condition, "cfg_condition")
         sampler = b.sampler if sampler is None else sampler
         check_sampling_args(seed, steps, cfg, sampler, batch_size)
         if prompt is not None:

@@ -19,7 +19,7 @@ from .codecs.audio import AudioCodec
 from .codecs.text import TextEncoder
 from .codecs.video_vae import VideoVAE
 from .diffusion.continuation import continuation_keep_mask
-from .diffusion.guidance import make_model_fn
+from .diffusion.guidance import CONDITION_CFG, make_model_fn
 from .diffusion.samplers import check_sampler
 from .diffusion.samplers import sample as run_sampler
 from .diffusion.task_latent import TaskLatent, keep_mask, pack, unpack
@@ -235,7 +235,7 @@ def sample(
     given_frames: int = 0,
     given_noised: tuple[str, ...] = (),
     preview: Preview | None = None,
-    cfg_condition: float = 1.0,
+    cfg_condition: float | None = None,
 ) -> SampleOutput:
     """Denoise the generated modality of ``latent``; item ``i`` of the batch uses seed ``seed + i``.
 
@@ -247,7 +247,8 @@ def sample(
     every step. ``preview(step, total, video, audio)`` gets the
     model's current x0 estimate of the batch after each step (e.g. :class:`~uniform_core.previews.LivePreview`).
     ``cfg_condition`` (A2V/V2A): guidance away from the model without the clean condition, in the same batched
-    call (:func:`~uniform_core.diffusion.guidance.make_model_fn`; 1 is off).
+    call (:func:`~uniform_core.diffusion.guidance.make_model_fn`; 1 is off; None: the measured
+    ``guidance.CONDITION_CFG`` of the latent's task, so the CLI, the pipeline and every node get the same default).
     """
     check_sampling_args(seed, steps, cfg, sampler, batch_size)
     if cfg_audio is not None:
@@ -255,7 +256,7 @@ def sample(
     checks.instance(dit, UniFormDiT, "dit", " (from UniFormDiT.load or a bundle)")
     checks.instance(latent, TaskLatent, "latent", " (from make_task_latent)")
     checks.instance(text, (TextConditioning, type(None)), "text", " (from encode_text) or None")
-    checks.cfg(cfg_condition, "cfg_condition")
+    cfg_condition = CONDITION_CFG[latent.task] if cfg_condition is None else checks.cfg(cfg_condition, "cfg_condition")
     guided, passes = text is not None and cfg != 1, 1 + (cfg_condition != 1)  # the condition pass adds a batch
     memory.check_fits(
         {"DiT activations": memory.dit_bytes(dit, latent, batch_size * passes, guided)}, _device_of(dit), "sampling"

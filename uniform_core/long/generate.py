@@ -18,7 +18,6 @@ from collections.abc import Callable
 import torch
 
 from .. import media
-from ..diffusion.guidance import CONDITION_CFG
 from ..diffusion.task_latent import TaskLatent
 from ..errors import InputError
 from ..pipeline import (
@@ -126,7 +125,6 @@ def generate_long(
     b = pipe.bundle
     window = b.duration if window is None else window
     cfg = b.cfg_for(task) if cfg is None else cfg
-    cfg_condition = CONDITION_CFG[task] if cfg_condition is None else cfg_condition
     sampler = b.sampler if sampler is None else sampler
     if task == "t2av" and not (prompt and prompt.strip()):
         raise InputError("task 't2av' (text to audio+video) needs a prompt")

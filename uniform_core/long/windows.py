@@ -15,7 +15,6 @@ from dataclasses import dataclass
 import torch
 
 from .. import checks
-from ..diffusion.guidance import CONDITION_CFG
 from ..diffusion.task_latent import TaskLatent
 from ..errors import InputError
 from ..pipeline import Cancel, Progress, SampleOutput, TextConditioning, sample
@@ -107,7 +106,6 @@ def sample_long(
     ``progress``'s. ``cfg_condition``: guidance on the A2V/V2A condition (:func:`pipeline.sample`;
     None: the measured ``guidance.CONDITION_CFG[task]``, so the Long Sampler and Extend nodes get it too)."""
     given = GIVEN_DEFAULTS[latent.task] if given is None else given
-    cfg_condition = CONDITION_CFG[latent.task] if cfg_condition is None else cfg_condition
     if given not in GIVEN_MODES:
         raise InputError(f"given must be one of {', '.join(GIVEN_MODES)}; got {given!r}")
     seconds = int(latent.duration)
