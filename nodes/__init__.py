@@ -7,7 +7,7 @@ ComfyUI's V3 schema (``schema.py``) where the server has it, and is None where i
 from . import host
 
 host.register_model_folder()  # before any node lists models/uniform
-host.provide_example_inputs()  # the clip uniform_v2a_load_video loads
+host.provide_example_inputs()  # the clip UniForm video file to sound loads
 
 from . import decode, encode, evaluate, examples, latent, loaders, long, sample, save, schema  # noqa: E402
 

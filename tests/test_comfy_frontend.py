@@ -252,7 +252,7 @@ def test_workflow_loads_lays_out_and_runs_in_the_page(page, server, path, tmp_pa
         f"the page to play {video.name}",
         video.name,
     )
-    if path.stem == "uniform_t2av":
+    if path.stem == "UniForm text to video with sound":
         screenshot(page, "comfyui_workflow.png", tmp_path)
     events = drain(page)
     assert not events["toasts"], f"running {path.name} raised toasts: {events['toasts']}"
@@ -268,7 +268,7 @@ def test_workflow_loads_lays_out_and_runs_in_the_page(page, server, path, tmp_pa
 def test_the_checks_can_fail(page, server):
     """A node moved off-screen fails the layout check, and a toast the app raises is seen (frontend 1.27.10 raised
     "Invalid workflow against zod schema" for the shipped graphs' old non-UUID id; 1.49 accepts such an id)."""
-    workflow = ui_workflow(server, API_DIR.parent / "uniform_t2av.json")
+    workflow = ui_workflow(server, API_DIR.parent / "UniForm text to video with sound.json")
     workflow["nodes"][0]["pos"] = [4000, 0]
     drain(page)
     load(page, workflow, "off_screen")
@@ -321,18 +321,18 @@ def test_template_browser_shows_every_graph_with_its_thumbnail(page, server, tmp
         assert off < 1.0, f"{name}'s card shows another picture than workflows/{name}.jpg (off by {off:.1f})"
     dialog = page.find_element(By.CSS_SELECTOR, "[role=dialog]").text
     assert all(name in dialog for name in names), f"card titles missing: {dialog}"
-    page.execute_script(  # back to the top of the card grid for the picture
-        "let e = arguments[0]; while (e && e.scrollHeight <= e.clientHeight) e = e.parentElement; e.scrollTop = 0;",
-        cards[names[0]],
+    page.execute_script(  # back to the top of the card grid for the picture (cards scrolled past are re-rendered)
+        "let e = document.querySelector('[role=dialog] img');"
+        "while (e && e.scrollHeight <= e.clientHeight) e = e.parentElement; if (e) e.scrollTop = 0;"
     )
     time.sleep(1.0)
     screenshot(page, "comfyui_templates.png", tmp_path)
-    workflow = json.loads((API_DIR.parent / "uniform_t2av.json").read_text())
+    workflow = json.loads((API_DIR.parent / "UniForm text to video with sound.json").read_text())
     title = page.execute_script(
         "const title = Array.from(document.querySelectorAll('[role=dialog] *'))"
         "  .find(e => !e.children.length && e.textContent.trim() === arguments[0]);"
         "title.scrollIntoView({block: 'center'}); return title;",
-        "uniform_t2av",
+        "UniForm text to video with sound",
     )
     title.click()
     wait_for(

@@ -125,7 +125,7 @@ def test_api_workflow_runs_and_writes_playable_media(server, uploaded_video, pat
 
 
 def test_interrupt_mid_sampling_then_the_next_prompt_runs(server, uploaded_video):
-    prompt = load_prompt(server, API_DIR / "uniform_t2av.json", uploaded_video)
+    prompt = load_prompt(server, API_DIR / "UniForm text to video with sound.json", uploaded_video)
     assert_success(server.wait(server.queue(prompt)))  # caches the loaders and encoders
     sampler_id, sampler = node_of(prompt, "UniFormSampler")
     long_run = copy.deepcopy(prompt)
@@ -148,7 +148,7 @@ def test_interrupt_mid_sampling_then_the_next_prompt_runs(server, uploaded_video
 
 
 def test_a_batch_gives_one_file_per_item(server, uploaded_video):
-    prompt = load_prompt(server, API_DIR / "uniform_t2av.json", uploaded_video)
+    prompt = load_prompt(server, API_DIR / "UniForm text to video with sound.json", uploaded_video)
     sampler_id, sampler = node_of(prompt, "UniFormSampler")
     sampler["inputs"].update(batch_size=2, steps=2, seed=sampler["inputs"]["seed"] + 10)
     entry = server.wait(server.queue(prompt))
@@ -158,7 +158,7 @@ def test_a_batch_gives_one_file_per_item(server, uploaded_video):
 
 
 def test_a2v_without_audio_is_a_node_error_and_the_server_keeps_serving(server, uploaded_video):
-    prompt = load_prompt(server, API_DIR / "uniform_a2v.json", uploaded_video)
+    prompt = load_prompt(server, API_DIR / "UniForm sound to video.json", uploaded_video)
     latent_id, latent = node_of(prompt, "UniFormTaskLatent")
     del latent["inputs"]["audio_latent"]
     entry = server.wait(server.queue(prompt))
@@ -168,7 +168,8 @@ def test_a2v_without_audio_is_a_node_error_and_the_server_keeps_serving(server, 
     assert error["exception_message"].startswith("UniForm Task Latent:")
     assert "audio_latent" in error["exception_message"]
     assert server.get("/system_stats").ok
-    assert_success(server.wait(server.queue(load_prompt(server, API_DIR / "uniform_a2v.json", uploaded_video))))
+    prompt = load_prompt(server, API_DIR / "UniForm sound to video.json", uploaded_video)
+    assert_success(server.wait(server.queue(prompt)))
 
 
 def test_outputs_stay_in_the_output_folder(server):
@@ -221,8 +222,8 @@ def test_ui_workflow_loads_against_the_served_nodes(server, name):
 
 
 def test_load_video_workflow_runs_as_loaded(server):
-    """uniform_v2a_load_video names uniform_example.mp4; the pack put it into the input folder at import."""
-    prompt = json.loads((API_DIR / "uniform_v2a_load_video.json").read_text())
+    """UniForm video file to sound names uniform_example.mp4; the pack put it into the input folder at import."""
+    prompt = json.loads((API_DIR / "UniForm video file to sound.json").read_text())
     for node in prompt.values():
         if node["class_type"] == "UniFormLoadBundle" and node["inputs"]["bundle"] == EMBEDDED_BUNDLE:
             node["inputs"]["bundle"] = server.bundle
@@ -246,7 +247,7 @@ def test_video_encode_on_a_file_that_is_no_video(server, tmp_path, content):
         with wave.open(str(path), "wb") as w:  # sound only: ComfyUI's decode(video=0) raises IndexError
             w.setnchannels(1), w.setsampwidth(2), w.setframerate(16000)
             w.writeframes(bytes(32000))
-    prompt = load_prompt(server, API_DIR / "uniform_v2a_load_video.json", server.upload(path))
+    prompt = load_prompt(server, API_DIR / "UniForm video file to sound.json", server.upload(path))
     encode_id, _ = node_of(prompt, "UniFormVideoEncode")
     message = node_error(server.wait(server.queue(prompt)), encode_id, "UniFormVideoEncode")
     assert message.startswith("UniForm Video Encode: video "), message  # names the input
@@ -254,7 +255,7 @@ def test_video_encode_on_a_file_that_is_no_video(server, tmp_path, content):
 
 
 def test_t2av_without_text_is_refused(server, uploaded_video):
-    prompt = load_prompt(server, API_DIR / "uniform_t2av.json", uploaded_video)
+    prompt = load_prompt(server, API_DIR / "UniForm text to video with sound.json", uploaded_video)
     sampler_id, sampler = node_of(prompt, "UniFormSampler")
     del sampler["inputs"]["text"]
     message = node_error(server.wait(server.queue(prompt)), sampler_id, "UniFormSampler")
