@@ -1,6 +1,7 @@
 """`uniform-av` as a user runs it: the installed console script, and generate writing real MP4 files."""
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -87,7 +88,9 @@ def test_sigterm_stops_a_uniform_av_process_within_a_second_and_writes_nothing(b
     env = os.environ | {"PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, env=env)
     err = b""
-    while b"2/1000" not in err:  # sampling is under way
+    # sampling is under way: a step count above 0 (tqdm redraws at most every 0.1 s, so which counts show depends
+    # on the machine's speed)
+    while not any(int(n) > 0 for n in re.findall(rb"(\d+)/1000", err)):
         chunk = proc.stderr.read1(4096)
         assert chunk, f"the run ended before sampling: {err.decode(errors='replace')}"
         err += chunk
