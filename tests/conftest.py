@@ -77,3 +77,14 @@ def uploaded_video(server, tmp_path_factory) -> str:
     path = tmp_path_factory.mktemp("media") / "uniform_test_clip.mp4"
     media.write_mp4(path, frames, MEDIA_FPS, media.AudioClip(clip.waveform.view(1, -1), spec.sample_rate))
     return server.upload(path)
+
+
+@pytest.fixture
+def one_thread():
+    """torch on one thread for the test (codec tests whose kernels pick their paths by thread count)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

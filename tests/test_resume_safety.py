@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from fault_injection import MICRO, kill_and_resume
+from fault_injection import MICRO, kill_and_resume, rewrite_marker
 from test_train import _cache
 
 from uniform_core import checkpoint as checkpoint_module
@@ -76,15 +76,6 @@ def _fresh_trainer(folder: Path, seed: int = 0) -> DiTTrainer:
     return DiTTrainer(CFG, _cache(4), folder, make_accelerator(cpu=True), seed=seed)
 
 
-def _rewrite_marker(step: Path) -> None:
-    """Re-hash the files a marker lists (what someone who edits a folder can do)."""
-    marker = json.loads((step / "trainer_state.json").read_text())
-    for name in marker["files"]:
-        data = (step / name).read_bytes()
-        marker["files"][name] = {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
-    (step / "trainer_state.json").write_text(json.dumps(marker))
-
-
 # ---- 1. nothing is unpickled ----------------------------------------------------------------------------------
 
 
@@ -142,7 +133,7 @@ def test_a_pickle_named_safetensors_is_refused_not_unpickled(run, tmp_path):
     step = run / "checkpoints" / "step_000003"
     sentinel = tmp_path / "code_ran"
     torch.save({"shadow_params": Payload(sentinel)}, step / "ema.safetensors")
-    _rewrite_marker(step)
+    rewrite_marker(step)
     before = snapshot(run)
     with pytest.raises(CheckpointError, match=r"step_000003/ema\.safetensors"):
         _fresh_trainer(tmp_path / "other").load_checkpoint(step)
@@ -189,7 +180,7 @@ def _list_a_path_outside(step: Path) -> str:
 
 def _a_state_file_of_another_kind(step: Path) -> str:
     (step / "optimizer.safetensors").write_bytes((step / "model.safetensors").read_bytes())
-    _rewrite_marker(step)
+    rewrite_marker(step)
     return r"optimizer\.safetensors is not a UniForm training-state file"
 
 

@@ -18,7 +18,7 @@ import torch
 from accelerate import debug_launcher
 from accelerate.state import AcceleratorState
 from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
-from fault_injection import MICRO
+from fault_injection import MICRO, rewrite_marker
 from safetensors.torch import load_file, save_file
 from test_train import _cache, _draws
 
@@ -212,16 +212,6 @@ def _copy(folder: Path, to: Path) -> Path:
     return to
 
 
-def _rewrite_marker(step: Path) -> None:
-    import hashlib
-
-    marker = json.loads((step / "trainer_state.json").read_text())
-    for name in marker["files"]:
-        data = (step / name).read_bytes()
-        marker["files"][name] = {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
-    (step / "trainer_state.json").write_text(json.dumps(marker))
-
-
 def test_a_truncated_or_foreign_shard_is_refused_naming_the_file(fsdp_runs, tmp_path):
     source = fsdp_runs / "whole" / "checkpoints" / "step_000004"
     truncated = _copy(source, tmp_path / "step_000004")
@@ -229,7 +219,7 @@ def test_a_truncated_or_foreign_shard_is_refused_naming_the_file(fsdp_runs, tmp_
     (truncated / "ema_shard_1_of_2.safetensors").write_bytes(data[: len(data) // 2])
     with pytest.raises(CheckpointError, match=r"ema_shard_1_of_2\.safetensors has \d+ bytes"):
         check_resumable(truncated, seed=0)
-    _rewrite_marker(truncated)  # what someone who edits the folder can do: the file itself is then refused
+    rewrite_marker(truncated)  # what someone who edits the folder can do: the file itself is then refused
     with pytest.raises(CheckpointError, match=r"ema_shard_1_of_2\.safetensors is not a readable"):
         export_dit(truncated, tmp_path / "dit.safetensors")
 
@@ -240,7 +230,7 @@ def test_a_truncated_or_foreign_shard_is_refused_naming_the_file(fsdp_runs, tmp_
     with safe_open(str(shard), framework="pt") as f:
         meta = {**f.metadata(), "processes": "3"}
     save_file(load_file(shard), shard, metadata=meta)  # a shard of a 3-process run under this name
-    _rewrite_marker(foreign)
+    rewrite_marker(foreign)
     with pytest.raises(CheckpointError, match=r"model_shard_1_of_2\.safetensors was written by process 1 of 3"):
         export_dit(foreign, tmp_path / "dit.safetensors")
     with pytest.raises(CheckpointError, match=r"model_shard_0_of_3\.safetensors' does not exist"):

@@ -36,11 +36,8 @@ MAX_AREA_GROWTH = 1.2
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _one_thread(one_thread):
+    """Every test here on one torch thread."""
 
 
 def _pixels(clip) -> torch.Tensor:
