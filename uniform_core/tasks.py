@@ -1,8 +1,11 @@
 """The three UniForm tasks and the fixed audio-video timing they share.
 
 One set of weights does all three; the task picks the task token and which modality is generated (the other one
-is the clean condition). Time is counted in seconds everywhere, so 17 video frames, 25 audio latent steps and one
-latent-frame chunk of 5 all cover the same second.
+is the clean condition). A model may also have learned a fourth, internal token, ``"continue"``: T2AV whose first
+latent frames of both modalities are given and clean (the windows of a long clip after the first). Users never
+choose it; :mod:`uniform_core.diffusion.continuation` picks it for such windows when the model has it. Time is
+counted in seconds everywhere, so 17 video frames, 25 audio latent steps and one latent-frame chunk of 5 all cover
+the same second.
 """
 
 from __future__ import annotations
@@ -10,6 +13,8 @@ from __future__ import annotations
 from .errors import InputError
 
 TASKS = ("t2av", "a2v", "v2a")
+CONTINUE = "continue"
+MODEL_TASKS = (*TASKS, CONTINUE)  # the task tokens a model may have, in token order; a model has the first num_tasks
 TASK_DESCRIPTIONS = {
     "t2av": "text to audio+video: both modalities are generated",
     "a2v": "audio to video: the audio is the clean condition, video is generated",
@@ -30,6 +35,25 @@ def task_index(task: str) -> int:
     if task not in TASKS:
         raise InputError(f"task must be one of {', '.join(TASKS)}; got {task!r}")
     return TASKS.index(task)
+
+
+def model_task_index(task: str, num_tasks: int = len(MODEL_TASKS)) -> int:
+    """Token id of ``task`` (one of :data:`MODEL_TASKS`) in a model with ``num_tasks`` task tokens; InputError if
+    that model never learned it (a 3-task model has no ``"continue"`` token)."""
+    if task not in MODEL_TASKS:
+        raise InputError(f"model task must be one of {', '.join(MODEL_TASKS)}; got {task!r}")
+    index = MODEL_TASKS.index(task)
+    if index >= num_tasks:
+        raise InputError(
+            f"this DiT has {num_tasks} task tokens ({', '.join(MODEL_TASKS[:num_tasks])}) and no {task!r} token; "
+            f"it is learned by a model trained with dit.num_tasks {index + 1}"
+        )
+    return index
+
+
+def has_continue_token(num_tasks: int) -> bool:
+    """Whether a model with ``num_tasks`` task tokens learned the ``"continue"`` token."""
+    return num_tasks > MODEL_TASKS.index(CONTINUE)
 
 
 def generates_video(task: str) -> bool:

@@ -21,7 +21,7 @@ from torch import nn
 from ..checkpoint import load_matching, load_state_dict_file, read_component_config, save_component
 from ..empty_init import empty_init
 from ..errors import InputError
-from ..tasks import LATENT_FRAMES_PER_CHUNK, PIXEL_MULTIPLE, TASKS, VIDEO_DOWNSAMPLE
+from ..tasks import LATENT_FRAMES_PER_CHUNK, MODEL_TASKS, PIXEL_MULTIPLE, TASKS, VIDEO_DOWNSAMPLE, model_task_index
 from .layers import AudioPatchEmbed, FinalLayer, sincos_pos_embed_2d
 from .stdit3 import STDiT3Backbone, STDiT3Config, default_conditions
 
@@ -38,10 +38,15 @@ class UniFormConfig(STDiT3Config):
     audio_freq: int = 16  # audio latent frequency bins (64 mel bins / 4)
     audio_patch_size: tuple[int, int] = (1, 4)  # (time steps, frequency bins) per audio token
     audio_steps_per_frame: int = 5  # audio latent steps (40 ms each) per video latent frame (200 ms)
-    num_tasks: int = len(TASKS)
+    num_tasks: int = len(TASKS)  # task tokens: t2av, a2v, v2a, and with 4 the internal "continue" (tasks.py)
 
     def __post_init__(self):
         super().__post_init__()
+        if self.num_tasks not in (len(TASKS), len(MODEL_TASKS)):
+            raise InputError(
+                f"num_tasks must be {len(TASKS)} ({', '.join(TASKS)}) or {len(MODEL_TASKS)} (and "
+                f"{MODEL_TASKS[-1]!r}); got {self.num_tasks!r}"
+            )
         object.__setattr__(self, "audio_patch_size", tuple(int(p) for p in self.audio_patch_size))
         pt, pf = self.audio_patch_size
         if self.patch_size[0] != 1:
@@ -90,7 +95,8 @@ def _host_checkable(t: torch.Tensor) -> bool:
 
 
 class UniFormDiT(STDiT3Backbone):
-    """Joint audio-video noise (and variance) predictor for the t2av, a2v and v2a tasks."""
+    """Joint audio-video noise (and variance) predictor for the t2av, a2v and v2a tasks (and, with
+    ``num_tasks`` 4, the internal "continue" task)."""
 
     config: UniFormConfig
 
@@ -119,7 +125,8 @@ class UniFormDiT(STDiT3Backbone):
         audio: (B, 8, 5T, audio_freq) audio latent covering the same seconds;
         timestep: (B,) or scalar float on the 0..1000 scale; y: (B, L, caption_channels) text-encoder states
         (or the null caption); mask: (B, L) text mask, nonzero = real token, None = all L tokens;
-        task: (B,) long index into uniform_core.tasks.TASKS (an int or task name applies to the whole batch);
+        task: (B,) long index into uniform_core.tasks.MODEL_TASKS, below ``num_tasks`` (an int or task name
+        applies to the whole batch);
         fps: (B,) frames per second (default 17); height, width: pixel size (default 8 x latent size).
         Returns float32 (video_out (B, 8, T, H, W), audio_out (B, 16, 5T, audio_freq)); the first half of the
         channels is eps, the second the variance value v in [-1, 1] (IDDPM learned range).
@@ -211,10 +218,11 @@ class UniFormDiT(STDiT3Backbone):
                 raise InputError(f"mask must have shape ({batch}, {y.shape[1]}); got {tuple(mask.shape)}")
             if _host_checkable(mask) and not bool((mask != 0).any(dim=1).all()):
                 raise InputError("mask must mark at least one real text token per sample (the null caption if empty)")
+        tasks = MODEL_TASKS[: c.num_tasks]
         if task is None:
-            raise InputError(f"task is required: (B,) indices into {TASKS}, an index, or a task name")
+            raise InputError(f"task is required: (B,) indices into {tasks}, an index, or a task name")
         if isinstance(task, str):
-            task = TASKS.index(task) if task in TASKS else -1
+            task = model_task_index(task, c.num_tasks)
         task = torch.as_tensor(task, device=device).reshape(-1)
         if (
             task.is_floating_point()
@@ -222,7 +230,8 @@ class UniFormDiT(STDiT3Backbone):
             or (_host_checkable(task) and bool(((task < 0) | (task >= c.num_tasks)).any()))
         ):
             raise InputError(
-                f"task must be {batch} (or 1) indices 0..{c.num_tasks - 1} into {TASKS}; got {task.tolist()}"
+                f"task must be {batch} (or 1) indices 0..{c.num_tasks - 1} into {tasks} (this DiT has "
+                f"{c.num_tasks} task tokens); got {task.tolist()}"
             )
         return timestep.reshape(-1).expand(batch), task.long().expand(batch)
 
