@@ -55,6 +55,7 @@ def _draws(task: int, batch=2, t=500, drop=False) -> StepDraws:
         t=torch.full((batch,), t),
         video_noise=torch.randn(batch, *VIDEO_SHAPE, generator=g),
         audio_noise=torch.randn(batch, *AUDIO_SHAPE, generator=g),
+        given=torch.zeros(batch, dtype=torch.long),
     )
 
 

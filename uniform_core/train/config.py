@@ -16,7 +16,8 @@ from .. import checks
 from ..diffusion.guidance import guidance_scales
 from ..diffusion.samplers import check_sampler
 from ..errors import InputError
-from ..tasks import TASKS
+from ..model.uniform_dit import PRESETS, UniFormConfig
+from ..tasks import MODEL_TASKS, TASKS, has_continue_token
 from .synthetic import HELDOUT_FIRST_SEED
 
 LATENT_STORES = ("auto", "cache", "shards")
@@ -112,7 +113,10 @@ class CodecTrainConfig:
 
 @dataclass(frozen=True)
 class DiTTrainConfig:
-    """The multi-task DiT stage (paper IV-A2: AdamW-style optimiser, LR 1e-4 after 1000 linear warm-up steps)."""
+    """The multi-task DiT stage (paper IV-A2: AdamW-style optimiser, LR 1e-4 after 1000 linear warm-up steps).
+
+    ``num_tasks`` 4 adds the internal ``"continue"`` task (T2AV with its first K latent frames of both modalities
+    given clean, ``multitask_loss``), drawn with the 4th of ``task_weights``; 3 (the default) is the paper's model."""
 
     preset: str = "tiny"
     init_from: str | None = None  # "opensora:FILE" (STDiT-v3) or "pixart:FILE" (PixArt-Sigma XL/2) initial weights
@@ -125,7 +129,8 @@ class DiTTrainConfig:
     grad_clip: float = 1.0
     ema_decay: float = 0.999
     caption_dropout: float = 0.5  # paper III-A: text kept with 50% probability, for classifier-free guidance
-    task_weights: tuple[float, float, float] = (1.0, 1.0, 1.0)  # sampling weights of t2av, a2v, v2a
+    task_weights: tuple[float, ...] = (1.0, 1.0, 1.0)  # sampling weights of t2av, a2v, v2a (and continue)
+    num_tasks: int = len(TASKS)  # the DiT's task tokens: 3, or 4 with "continue"
     snr_gamma: float | None = 5.0  # min-SNR-gamma step weighting (Hang et al. 2023); None = uniform weights
     high_noise_weight: float | None = None  # x0-style weight min(1/SNR, this) where SNR < 1; None = paper's
     checkpoint_every: int = 500
@@ -135,6 +140,35 @@ class DiTTrainConfig:
     max_minutes: float | None = None  # stop early (with a checkpoint) after this long; --resume continues
     grad_accumulation: int = 1  # micro-batches per optimizer step (accelerate's gradient_accumulation_steps)
     activation_checkpointing: bool = False  # recompute each transformer block in backward (less memory, ~30% slower)
+
+    def __post_init__(self):
+        extra = MODEL_TASKS[len(TASKS)]
+        name = (
+            f"dit.num_tasks ({len(TASKS)}: {', '.join(TASKS)}; {len(MODEL_TASKS)}: also the internal {extra!r} task)"
+        )
+        checks.integer(self.num_tasks, name, len(TASKS), len(MODEL_TASKS))
+        tasks, w = MODEL_TASKS[: self.num_tasks], self.task_weights
+        if not isinstance(w, tuple | list) or len(w) != self.num_tasks:
+            hint = ""
+            if isinstance(w, tuple | list) and len(w) == len(MODEL_TASKS) and self.num_tasks == len(TASKS):
+                hint = f" (a 4th weight, for {extra!r}, needs dit.num_tasks {len(MODEL_TASKS)})"
+            raise InputError(f"dit.task_weights must be {self.num_tasks} weights >= 0 for {tasks}{hint}; got {w!r}")
+        for task, weight in zip(tasks, w, strict=True):
+            checks.number(weight, f"dit.task_weights ({task})", 0.0)
+        if sum(w) <= 0:
+            raise InputError(f"dit.task_weights must not all be 0; got {w}")
+        if has_continue_token(self.num_tasks) and not w[-1] > 0:
+            raise InputError(
+                f"dit.task_weights[{self.num_tasks - 1}] ({extra!r}) must be > 0 with dit.num_tasks "
+                f"{self.num_tasks}: long T2AV sampling uses that token, so it must be trained; got {w}"
+            )
+
+    @property
+    def model_config(self) -> UniFormConfig:
+        """The DiT config this stage trains: preset ``preset`` with ``num_tasks`` task tokens."""
+        if self.preset not in PRESETS:
+            raise InputError(f"unknown DiT preset {self.preset!r}; choose one of {sorted(PRESETS)}")
+        return dataclasses.replace(PRESETS[self.preset], num_tasks=self.num_tasks)
 
 
 @dataclass(frozen=True)
@@ -158,8 +192,6 @@ class TrainConfig:
         d = self.dit
         if not 0.0 <= d.caption_dropout <= 1.0:
             raise InputError(f"dit.caption_dropout must be in [0, 1]; got {d.caption_dropout!r}")
-        if len(d.task_weights) != len(TASKS) or min(d.task_weights) < 0 or sum(d.task_weights) <= 0:
-            raise InputError(f"dit.task_weights must be {len(TASKS)} weights >= 0 for {TASKS}; got {d.task_weights}")
         if d.init_from is not None and d.init_from.partition(":")[0] not in ("opensora", "pixart"):
             raise InputError(f"dit.init_from must be 'opensora:FILE' or 'pixart:FILE'; got {d.init_from!r}")
         if d.mixed_precision not in ("no", "fp16", "bf16"):

@@ -301,16 +301,15 @@ class DiTTrainer:
 
 
 def initial_dit(cfg: DiTTrainConfig) -> UniFormDiT:
-    """A fresh DiT of ``cfg.preset``, or one whose shared part comes from ``cfg.init_from`` (paper IV-A2 starts
-    from image-generation weights)."""
+    """A fresh DiT of ``cfg.preset`` with ``cfg.num_tasks`` task tokens, or one whose shared part comes from
+    ``cfg.init_from`` (paper IV-A2 starts from image-generation weights)."""
     if cfg.init_from is None:
-        return UniFormDiT.from_preset(cfg.preset)
+        return UniFormDiT(cfg.model_config)
     from ..model.init_weights import init_from_opensora, init_from_pixart
-    from ..model.uniform_dit import PRESETS
 
     kind, _, path = cfg.init_from.partition(":")
     init = init_from_opensora if kind == "opensora" else init_from_pixart
-    dit, report = init(path, PRESETS[cfg.preset])
+    dit, report = init(path, cfg.model_config)
     logger.info("%s", report.summary())
     return dit
 
