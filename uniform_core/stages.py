@@ -18,7 +18,7 @@ from . import checks, media, memory
 from .codecs.audio import AudioCodec
 from .codecs.text import TextEncoder
 from .codecs.video_vae import VideoVAE
-from .diffusion.continuation import continuation_keep_mask
+from .diffusion.continuation import continuation_keep_mask, continuation_task
 from .diffusion.guidance import CONDITION_CFG, make_model_fn
 from .diffusion.samplers import check_sampler
 from .diffusion.samplers import sample as run_sampler
@@ -244,8 +244,10 @@ def sample(
     guidance is skipped. ``given_frames``: the first latent frames of both modalities are given by ``latent`` and
     kept clean (continuation, :mod:`~uniform_core.diffusion.continuation`); those of the modalities named in
     ``given_noised`` (``"video"``, ``"audio"``) are shown at each step's noise level instead and replaced after
-    every step. ``preview(step, total, video, audio)`` gets the
-    model's current x0 estimate of the batch after each step (e.g. :class:`~uniform_core.previews.LivePreview`).
+    every step. A T2AV latent with given frames all kept clean samples with the model's ``"continue"`` token where
+    the model learned one (:func:`~uniform_core.diffusion.continuation.continuation_task`). ``preview(step, total,
+    video, audio)`` gets the model's current x0 estimate of the batch after each step (e.g.
+    :class:`~uniform_core.previews.LivePreview`).
     ``cfg_condition`` (A2V/V2A): guidance away from the model without the clean condition, in the same batched
     call (:func:`~uniform_core.diffusion.guidance.make_model_fn`; 1 is off; None: the measured
     ``guidance.CONDITION_CFG`` of the latent's task, so the CLI, the pipeline and every node get the same default).
@@ -279,7 +281,10 @@ def sample(
     batch_latent = latent.with_latents(video, audio)
     y, mask, y_null, mask_null, scale = _text_batch(dit, text, batch_size, cfg, device)
     audio_scale = scale if cfg_audio is None or text is None else cfg_audio
-    model_fn = make_model_fn(dit, batch_latent, y, mask, y_null, mask_null, scale, audio_scale, cfg_condition, noise)
+    token = continuation_task(latent.task, dit.config.num_tasks, given_frames, given_noised)
+    model_fn = make_model_fn(
+        dit, batch_latent, y, mask, y_null, mask_null, scale, audio_scale, cfg_condition, noise, token
+    )
 
     def x0_preview(step: int, total: int, x0: torch.Tensor) -> None:
         preview(step, total, *unpack(x0, video.shape, audio.shape))

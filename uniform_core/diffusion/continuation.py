@@ -6,6 +6,11 @@ timestep the model sees for the whole latent) and are reset to their given value
 as :func:`samplers.sample` treats a task's kept modality. It needs no training: the task token stays the window's
 own task (t2av, a2v or v2a), so a T2AV window whose first second is given is still the T2AV model.
 
+A model trained with a fourth task token (``num_tasks`` 4, :data:`~uniform_core.tasks.MODEL_TASKS`) learned exactly
+this case for T2AV: the ``"continue"`` items of training keep their first K frames of both modalities clean and
+are noised and learned on the rest (``train.multitask_loss``). :func:`continuation_task` then gives such a window
+that token, when its given frames are shown clean as trained; A2V/V2A windows keep their own token.
+
 Long generation (:mod:`uniform_core.long`) shows the given frames at each step's noise level instead by default
 (``samplers.sample(renoise=...)``), which measured better on the tiny model; the mask is the same either way.
 
@@ -18,7 +23,7 @@ from __future__ import annotations
 import torch
 
 from .. import checks
-from ..tasks import AUDIO_STEPS_PER_LATENT_FRAME
+from ..tasks import AUDIO_STEPS_PER_LATENT_FRAME, CONTINUE, has_continue_token
 from .task_latent import _item_shape, keep_mask
 
 
@@ -35,3 +40,12 @@ def continuation_keep_mask(task: str, video_shape, audio_shape, given_frames: in
     given_audio = torch.zeros(audio_shape, dtype=torch.bool)
     given_audio[:, : given_frames * AUDIO_STEPS_PER_LATENT_FRAME] = True
     return keep_mask(task, video_shape, audio_shape) | torch.cat([given_video.flatten(), given_audio.flatten()])
+
+
+def continuation_task(task: str, num_tasks: int, given_frames: int, given_noised: tuple[str, ...] = ()) -> str:
+    """The model task (token) a ``task`` latent with ``given_frames`` given frames samples with on a model of
+    ``num_tasks`` task tokens: ``"continue"`` for T2AV with given frames all shown clean (``given_noised`` empty)
+    when the model learned that token, else ``task`` itself (training-free continuation)."""
+    if task == "t2av" and given_frames > 0 and not given_noised and has_continue_token(num_tasks):
+        return CONTINUE
+    return task

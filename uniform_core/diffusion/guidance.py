@@ -17,7 +17,7 @@ import torch
 
 from .. import checks
 from ..errors import InputError
-from ..tasks import TASKS, task_index
+from ..tasks import TASKS, model_task_index, task_index
 from .samplers import ModelFn
 from .schedule import NoiseSchedule
 from .task_latent import TaskLatent, keep_mask, pack, unpack
@@ -75,6 +75,7 @@ def make_model_fn(
     audio_cfg_scale: float | None = None,
     condition_scale: float = 1.0,
     condition_noise: torch.Tensor | None = None,
+    token: str | None = None,
 ) -> ModelFn:
     """A ``model_fn(x [B, D], t [B] long) -> (eps [B, D], v [B, D])`` for :func:`samplers.sample`.
 
@@ -87,7 +88,9 @@ def make_model_fn(
     lengths are zero-padded and masked. cfg_scale >= 0 guides the video, and the audio too unless
     ``audio_cfg_scale`` >= 0 is given; when both are 1 only the conditional pass runs (batch B).
     condition_scale >= 0 (A2V/V2A only) guides away from the T2AV model shown the condition noised with
-    ``condition_noise`` [B or 1, D] to the current step (see the module docstring); 1 is off.
+    ``condition_noise`` [B or 1, D] to the current step (see the module docstring); 1 is off. token: the model task
+    whose token the DiT is given (``tasks.MODEL_TASKS``, e.g. ``"continue"`` from
+    :func:`~uniform_core.diffusion.continuation.continuation_task`); None: the latent's task.
     """
     audio_cfg_scale = cfg_scale if audio_cfg_scale is None else audio_cfg_scale
     checks.cfg(cfg_scale, "cfg_scale")
@@ -118,7 +121,7 @@ def make_model_fn(
     if audio_cfg_scale != cfg_scale:  # one scale per packed entry: [video entries | audio entries]
         sizes = (math.prod(video_shape), math.prod(audio_shape))
         scale = torch.cat([torch.full((sizes[0],), float(cfg_scale)), torch.full((sizes[1],), float(audio_cfg_scale))])
-    task, t2av = task_index(latent.task), task_index("t2av")
+    task, t2av = model_task_index(latent.task if token is None else token), task_index("t2av")
     keep = keep_mask(latent.task, video_shape, audio_shape)
     abar = NoiseSchedule().alphas_cumprod
     param = next(dit.parameters(), None)

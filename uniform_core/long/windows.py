@@ -19,12 +19,20 @@ from ..diffusion.task_latent import TaskLatent
 from ..errors import InputError
 from ..pipeline import Cancel, Progress, SampleOutput, TextConditioning, sample
 from ..stages import Preview
-from ..tasks import AUDIO_LATENT_STEPS_PER_SECOND, FRAMES_PER_CHUNK, LATENT_FRAMES_PER_CHUNK
+from ..tasks import AUDIO_LATENT_STEPS_PER_SECOND, FRAMES_PER_CHUNK, LATENT_FRAMES_PER_CHUNK, has_continue_token
 
 # How a window sees the seconds it shares with the one before: the modalities shown at each step's noise level
 GIVEN_MODES = {"clean": (), "noised": ("video", "audio"), "clean-video": ("audio",)}
 # The mode each task uses unless told (measured, see sample_long); V2A's picture is its condition either way
 GIVEN_DEFAULTS = {"t2av": "clean-video", "a2v": "noised", "v2a": "noised"}
+
+
+def default_given(dit: torch.nn.Module, task: str) -> str:
+    """How ``task``'s windows see their given seconds unless told: as trained for T2AV on a model with the
+    ``"continue"`` token (which those windows then sample with), else the training-free ``GIVEN_DEFAULTS``."""
+    if task == "t2av" and has_continue_token(dit.config.num_tasks):
+        return "clean"
+    return GIVEN_DEFAULTS[task]
 
 
 @dataclass(frozen=True)
@@ -98,14 +106,16 @@ def sample_long(
     total)`` counts the steps of all windows together, so one bar runs over the windows. ``given``: how a window
     sees the seconds it shares with the one before: ``"clean"`` (as A2V/V2A see their condition), ``"noised"``
     (at each step's noise level, replaced after every step; see :func:`samplers.sample`) or ``"clean-video"``
-    (picture clean, sound noised); None: ``GIVEN_DEFAULTS[task]``. Measured on the tiny model (README "Long
-    clips"): a clean given second of sound dropped V2A event F1 on 8 s held-out clips to 0.44 and 0.00 where noised
-    sound scored 0.53 and 0.59; a clean given picture lowers T2AV's frame difference at window seams (0.046 vs
-    0.049) but dropped 30 s A2V event F1 from 0.90 to 0.85 (6 report clips), so T2AV sees the picture clean and A2V
-    noised. ``preview``: as in :func:`pipeline.sample`, the window being sampled, with steps counted like
-    ``progress``'s. ``cfg_condition``: guidance on the A2V/V2A condition (:func:`pipeline.sample`;
-    None: the measured ``guidance.CONDITION_CFG[task]``, so the Long Sampler and Extend nodes get it too)."""
-    given = GIVEN_DEFAULTS[latent.task] if given is None else given
+    (picture clean, sound noised); None: :func:`default_given` (``GIVEN_DEFAULTS[task]``, or ``"clean"`` with the
+    ``"continue"`` token for T2AV on a model trained with it; another mode runs such a model training-free, with
+    the T2AV token). Measured on the tiny model (README "Long clips"): a clean given second of sound dropped V2A
+    event F1 on 8 s held-out clips to 0.44 and 0.00 where noised sound scored 0.53 and 0.59; a clean given picture
+    lowers T2AV's frame difference at window seams (0.046 vs 0.049) but dropped 30 s A2V event F1 from 0.90 to 0.85
+    (6 report clips), so T2AV sees the picture clean and A2V noised. ``preview``: as in :func:`pipeline.sample`,
+    the window being sampled, with steps counted like ``progress``'s. ``cfg_condition``: guidance on the A2V/V2A
+    condition (:func:`pipeline.sample`; None: the measured ``guidance.CONDITION_CFG[task]``, so the Long Sampler and
+    Extend nodes get it too)."""
+    given = default_given(dit, latent.task) if given is None else given
     if given not in GIVEN_MODES:
         raise InputError(f"given must be one of {', '.join(GIVEN_MODES)}; got {given!r}")
     seconds = int(latent.duration)
