@@ -17,6 +17,7 @@ import torch
 from . import checks, media, memory
 from .codecs.audio import AudioCodec
 from .codecs.text import TextEncoder
+from .codecs.video_chunks import VIDEO_JOIN, decode_chunks
 from .codecs.video_vae import VideoVAE
 from .diffusion.continuation import continuation_keep_mask, continuation_task
 from .diffusion.guidance import CONDITION_CFG, make_model_fn
@@ -298,32 +299,30 @@ def sample(
 
 
 @torch.no_grad()
-def decode_video(video_vae: VideoVAE, latent: TaskLatent) -> tuple[torch.Tensor, float]:
+def decode_video(video_vae: VideoVAE, latent: TaskLatent, join: str = VIDEO_JOIN) -> tuple[torch.Tensor, float]:
     """Frames (B, T, H, W, 3) float in [0, 1] on the CPU and their fps, decoded from ``latent.video``.
 
-    The VAE decodes each 17-frame chunk on its own, so chunks are decoded one at a time straight into the result:
-    memory beyond the result stays that of one chunk however long the clip (and the device never holds it all).
+    Chunks are decoded one at a time straight into the result: memory beyond the result stays that of one or two
+    chunks however long the clip (and the device never holds it all). ``join``: how the 1 s chunks meet
+    (:mod:`.codecs.video_chunks`); the default is the one measured to jump least at chunk boundaries.
     """
     checks.instance(video_vae, VideoVAE, "video_vae", " (from load_video_vae or a bundle)")
     checks.instance(latent, TaskLatent, "latent", " (from sample)")
     memory.check_decoding(video_vae, latent, latent.video.shape[0], _device_of(video_vae))
-    config, z = video_vae.config, latent.video
+    z = latent.video
     if video_vae.latent_frames(latent.num_frames) != z.shape[2]:
         raise InputError(
             f"latent has {z.shape[2]} video latent frames but num_frames={latent.num_frames} needs "
             f"{video_vae.latent_frames(latent.num_frames)}"
         )
-    device, dtype = _device_of(video_vae), _dtype_of(video_vae)
+    video_vae.check_latents(z, latent.num_frames)
     b, _, _, h, w = z.shape
-    d = config.spatial_downsample
-    frames = torch.empty(b, latent.num_frames, h * d, w * d, config.image_channels)
-    for first in range(0, z.shape[2], config.latent_chunk_frames):
-        start = first // config.latent_chunk_frames * config.micro_frame_size
-        length = min(config.micro_frame_size, latent.num_frames - start)
-        chunk = z[:, :, first : first + config.latent_chunk_frames].to(device, dtype)
-        pixels = video_vae.decode(chunk, num_frames=length).float()  # (B, 3, length, H, W) in [-1, 1]
-        frames[:, start : start + length] = ((pixels.clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 4, 1).cpu()
-        del chunk, pixels  # freed before the next chunk decodes
+    d = video_vae.config.spatial_downsample
+    frames = torch.empty(b, latent.num_frames, h * d, w * d, video_vae.config.image_channels)
+    for start, pixels in decode_chunks(video_vae, z, latent.num_frames, join):  # (B, 3, n, H, W) in [-1, 1]
+        pixels = (pixels.float().clamp(-1, 1) + 1) / 2
+        frames[:, start : start + pixels.shape[2]] = pixels.permute(0, 2, 3, 4, 1).cpu()
+        del pixels  # freed before the next chunk decodes
     return frames, float(latent.fps)
 
 

@@ -207,3 +207,15 @@ class TemporalVAE(nn.Module):
         """
         x = self.decoder(self.post_quant_conv(z))
         return x[:, :, self.time_padding(num_frames) :]
+
+    def decode_after(
+        self, context: torch.Tensor, z: torch.Tensor, num_frames: int, keep: int = 0
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Decode ``z`` with the latent frames ``context`` (a whole chunk's) in front of it, as one causal run.
+
+        Returns ``(tail, frames)``: the last ``keep`` frames decoded for ``context`` in this run and the
+        ``num_frames`` frames of ``z`` (its encode padding dropped), ``[B, in_out_channels, n, H, W]`` each.
+        """
+        x = self.decoder(self.post_quant_conv(torch.cat([context, z], dim=2)))
+        split = context.shape[2] * self.time_downsample_factor
+        return x[:, :, split - keep : split], x[:, :, split + self.time_padding(num_frames) :]

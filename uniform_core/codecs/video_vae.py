@@ -31,6 +31,7 @@ from ..checkpoint import load_matching, load_state_dict_file, read_component_con
 from ..empty_init import empty_init
 from ..errors import CheckpointError, InputError
 from .temporal_vae import TemporalVAE
+from .video_chunks import check_join, decode_chunks
 from .video_vae_config import PRESETS, VideoVAEConfig, autoencoder_kl_args
 
 KIND = "video_vae"
@@ -145,25 +146,23 @@ class VideoVAE(nn.Module):
             z[:, :, first : first + mean.shape[2]] = mean
         return (z - self.shift) / self.scale
 
-    def decode(self, z: torch.Tensor, num_frames: int) -> torch.Tensor:
+    def decode(self, z: torch.Tensor, num_frames: int, join: str = "separate") -> torch.Tensor:
         """Latents ``[B, 4, T', h, w]`` -> pixels ``[B, 3, num_frames, 8h, 8w]``, about [-1, 1], on this module.
 
         As Open-Sora's ``VideoAutoencoderPipeline.decode``, the output is not clamped: a decoder may overshoot
         [-1, 1], and only the conversion to pixels (IMAGE 0..1, uint8) clamps. ``num_frames`` is the pixel length that
         was encoded (it must give ``T'`` latent frames). One 5-frame latent chunk is decoded at a time into a
-        preallocated output.
+        preallocated output. ``join``: how chunks meet (:mod:`.video_chunks`); the default ``"separate"`` is
+        Open-Sora's per-chunk decode, which parity with the reference needs.
         """
-        self._check_latents(z, num_frames)
-        cfg, device, dtype = self.config, self.scale.device, self.scale.dtype
-        B, _, T_lat, h, w = z.shape
-        d = cfg.spatial_downsample
-        out = torch.empty(B, cfg.image_channels, num_frames, h * d, w * d, device=device, dtype=dtype)
-        for index, first in enumerate(range(0, T_lat, cfg.latent_chunk_frames)):
-            chunk = z[:, :, first : first + cfg.latent_chunk_frames].to(device=device, dtype=dtype)
-            start = index * cfg.micro_frame_size
-            length = min(cfg.micro_frame_size, num_frames - start)
-            spatial = self.temporal_vae.decode(chunk * self.scale + self.shift, num_frames=length)
-            self.spatial_vae.decode_into(spatial, out[:, :, start : start + length])
+        self.check_latents(z, num_frames)
+        check_join(join)
+        B, _, _, h, w = z.shape
+        d = self.config.spatial_downsample
+        out = self.scale.new_empty(B, self.config.image_channels, num_frames, h * d, w * d)
+        for start, pixels in decode_chunks(self, z, num_frames, join):
+            out[:, :, start : start + pixels.shape[2]] = pixels
+            del pixels  # freed before the next chunk decodes
         return out
 
     def save(self, path: str | os.PathLike) -> None:
@@ -201,7 +200,8 @@ class VideoVAE(nn.Module):
                 f"video frames must be in [-1, 1] (IMAGE 0..1 maps as x * 2 - 1); got [{low:.3g}, {high:.3g}]"
             )
 
-    def _check_latents(self, z, num_frames) -> None:
+    def check_latents(self, z, num_frames) -> None:
+        """Refuse latents that are not ``[B, 4, latent_frames(num_frames), h, w]`` and finite."""
         shape = f"[B, {self.config.latent_channels}, T', h, w]"
         if not isinstance(z, torch.Tensor) or not z.is_floating_point():
             raise InputError(f"video latents must be a float tensor {shape}; got {_describe(z)}")
