@@ -1,8 +1,8 @@
-"""Measure long generation on held-out synthetic clips: seams, event F1 at 30 s, exact counts, peak memory, and
-whether guiding on the conditioning modality helps A2V/V2A sync. Writes <out>/long_clips.json (the README's
-"Long clips" numbers come from it).
+"""Measure long generation on held-out synthetic clips: seams, video chunk joins, event F1 at 30 s, exact counts,
+peak memory, and whether guiding on the conditioning modality helps A2V/V2A sync. Writes <out>/long_clips.json
+(the README's "Long clips" numbers come from it).
 
-    python scripts/long_clips_report.py --out runs/long-clips --parts seams f1 memory modality --steps 10 --clips 4
+    python scripts/long_clips_report.py --out runs/long-clips --parts seams joins f1 memory modality --clips 4
 """
 
 from __future__ import annotations
@@ -15,8 +15,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from uniform_core import atomic, media
+from uniform_core import atomic, media, pipeline
 from uniform_core.bench import TensorPeak
+from uniform_core.codecs.video_chunks import JOINS, VIDEO_JOIN
 from uniform_core.diffusion.guidance import make_model_fn
 from uniform_core.diffusion.samplers import sample as run_sampler
 from uniform_core.eval.events import audio_onsets, event_f1, visual_impacts
@@ -24,7 +25,14 @@ from uniform_core.eval.seeds import choose_seeds
 from uniform_core.long import decode_long, generate_long, plan_windows, sample_long
 from uniform_core.long.codec_segments import decode_audio_long, segments
 from uniform_core.long.generate import AUDIO_CONTEXT_STEPS
-from uniform_core.pipeline import UniFormPipeline, encode_audio, encode_text, encode_video, make_task_latent
+from uniform_core.pipeline import (
+    UniFormPipeline,
+    decode_video,
+    encode_audio,
+    encode_text,
+    encode_video,
+    make_task_latent,
+)
 from uniform_core.tasks import LONG_MAX_SECONDS, SAMPLE_RATE, VIDEO_FPS
 from uniform_core.train.synthetic import SyntheticSpec, heldout_seeds, make_clip
 
@@ -92,18 +100,50 @@ def _summary(ranks: list[float]) -> dict:
     }
 
 
+def video_seam_diffs(diffs: dict, frames: torch.Tensor, pieces: list, window_seams, native_seams) -> None:
+    """Add to ``diffs`` the frame differences of a long clip's ``frames`` at its window seams and inside chunks,
+    and those of independent native ``pieces`` (joined) at their joins and their own chunk boundaries."""
+    d = frame_differences(frames)
+    boundaries = set(range(VIDEO_FPS - 1, len(d), VIDEO_FPS))
+    diffs.setdefault("long: window seams", []).extend(d[s * VIDEO_FPS - 1] for s in window_seams)
+    diffs.setdefault("long: inside chunks", []).extend(d[k] for k in range(len(d)) if k not in boundaries)
+    d = frame_differences(torch.cat(pieces))
+    joins = {s * VIDEO_FPS - 1 for s in native_seams}
+    diffs.setdefault("independent native clips: joins", []).extend(d[k] for k in sorted(joins))
+    diffs.setdefault("native clips: own chunk boundaries", []).extend(
+        d[k] for k in range(VIDEO_FPS - 1, len(d), VIDEO_FPS) if k not in joins
+    )
+
+
+def video_seam_summary(diffs: dict) -> dict:
+    """Means of :func:`video_seam_diffs`'s lists, and the window seams ranked within the pairs away from them."""
+    video = {name: {"mean": float(np.mean(v)), "n": len(v)} for name, v in diffs.items()}
+    seams, native = diffs["long: window seams"], diffs["native clips: own chunk boundaries"]
+    video["window seams ranked within native chunk boundaries"] = _summary(_rank(seams, native))
+    video["window seams ranked within pairs inside chunks"] = _summary(_rank(seams, diffs["long: inside chunks"]))
+    elsewhere = diffs["long: inside chunks"] + native
+    video["window seams ranked within all pairs away from seams"] = _summary(_rank(seams, elsewhere))
+    video["native chunk boundaries ranked within pairs inside chunks"] = _summary(
+        _rank(native, diffs["long: inside chunks"])
+    )
+    joins = diffs["independent native clips: joins"]
+    video["independent joins ranked within native chunk boundaries"] = _summary(_rank(joins, native))
+    return video
+
+
 def measure_seams(pipe, clips, steps: int, seconds: int, window: int, overlap: int) -> dict:
     """T2AV clips of ``seconds``: the windows' latent joined three ways (latent + segment decoding with context,
     per-window decoding cross-faded, and per-second decoding without context), plus independent native clips
-    concatenated (no continuation), all through the same seam measures. The video VAE decodes every 1 s chunk on
-    its own, so every chunk boundary of a native clip is a decoder seam too: window seams (which fall on chunk
-    boundaries) are ranked within the native clips' chunk boundaries and within the frame pairs inside chunks."""
+    concatenated (no continuation), all through the same seam measures. Every 1 s video chunk boundary is a
+    decoder seam too (native clips included), so the video is decoded with each chunk join of
+    ``video_chunks.JOINS`` from the same latents: window seams (which fall on chunk boundaries) are ranked within
+    the native clips' chunk boundaries and within the frame pairs inside chunks."""
     b = pipe.bundle
     plan = plan_windows(seconds, window, overlap)
     window_seams = [part.start + part.given for part in plan[1:]]
     decode_seams = [start for _, _, start, _ in segments(seconds * 25, window * 25, AUDIO_CONTEXT_STEPS)[1:]]
     ranks: dict[str, dict[str, list[float]]] = {}
-    diffs: dict[str, list[float]] = {}
+    diffs: dict[str, dict[str, list[float]]] = {}
 
     def add(name: str, scores: dict) -> None:
         for key, value in scores.items():
@@ -120,36 +160,54 @@ def measure_seams(pipe, clips, steps: int, seconds: int, window: int, overlap: i
         add("latent/audio decode-segment seams", audio_seam_scores(wave, [s * 640 for s in decode_seams]))  # latent
         cut = decode_audio_long(b.audio_codec, out.latent.audio, 25, 0)  # 1 s pieces, no context
         add("cut (1 s decode pieces, no context)", audio_seam_scores(cut, [s * SAMPLE_RATE for s in window_seams]))
-        d = frame_differences(frames[0])
-        boundaries = set(range(VIDEO_FPS - 1, len(d), VIDEO_FPS))
-        diffs.setdefault("long: window seams", []).extend(d[s * VIDEO_FPS - 1] for s in window_seams)
-        diffs.setdefault("long: inside chunks", []).extend(d[k] for k in range(len(d)) if k not in boundaries)
-        pieces = [
-            pipe.generate("t2av", clip.caption, duration=window, seed=200 + 50 * i + k, steps=steps)
-            for k in range(seconds // window)
-        ]
-        joined_wave = torch.cat([p.waveform[0, 0] for p in pieces])
         native_seams = [k * window for k in range(1, seconds // window)]
+        pieces = []
+        for k in range(seconds // window):
+            piece = make_task_latent("t2av", window, b.height, b.width)
+            args = (b.dit, piece, text, 200 + 50 * i + k, steps, b.cfg_for("t2av"), b.sampler)
+            pieces.append(pipeline.sample(*args).latent)  # what pipe.generate samples
+        joined_wave = torch.cat([pipeline.decode_audio(b.audio_codec, p)[0][0, 0] for p in pieces])
         add(
             "independent native clips (no continuation)",
             audio_seam_scores(joined_wave, [s * SAMPLE_RATE for s in native_seams]),
         )
-        d = frame_differences(torch.cat([p.frames[0] for p in pieces]))
-        joins = {s * VIDEO_FPS - 1 for s in native_seams}
-        diffs.setdefault("independent native clips: joins", []).extend(d[k] for k in sorted(joins))
-        diffs.setdefault("native clips: own chunk boundaries", []).extend(
-            d[k] for k in range(VIDEO_FPS - 1, len(d), VIDEO_FPS) if k not in joins
-        )
+        for join in JOINS:
+            video_seam_diffs(
+                diffs.setdefault(join, {}),
+                decode_video(b.video_vae, out.latent, join)[0][0],
+                [decode_video(b.video_vae, p, join)[0][0] for p in pieces],
+                window_seams,
+                native_seams,
+            )
     result = {name: {key: _summary(v) for key, v in parts.items()} for name, parts in ranks.items()}
-    result["video frame difference"] = {name: {"mean": float(np.mean(v)), "n": len(v)} for name, v in diffs.items()}
-    video = result["video frame difference"]
-    seams, native = diffs["long: window seams"], diffs["native clips: own chunk boundaries"]
-    video["window seams ranked within native chunk boundaries"] = _summary(_rank(seams, native))
-    video["window seams ranked within pairs inside chunks"] = _summary(_rank(seams, diffs["long: inside chunks"]))
-    elsewhere = diffs["long: inside chunks"] + native
-    video["window seams ranked within all pairs away from seams"] = _summary(_rank(seams, elsewhere))
-    joins = diffs["independent native clips: joins"]
-    video["independent joins ranked within native chunk boundaries"] = _summary(_rank(joins, native))
+    result["video frame difference"] = {join: video_seam_summary(d) for join, d in diffs.items()}
+    result["video frame difference"]["pipeline default"] = VIDEO_JOIN
+    return result
+
+
+def measure_chunk_joins(pipe, seeds, seconds: int) -> dict:
+    """Held-out clips of ``seconds`` through the video VAE and back, decoded with each chunk join: the frame
+    difference at chunk boundaries and inside chunks (beside the clips' own) and the mean absolute error, so what
+    the VAE adds at a boundary is told apart from what sampling adds."""
+    vae, spec = pipe.bundle.video_vae, SyntheticSpec(seconds=seconds, size=pipe.bundle.height)
+    diffs: dict[str, dict[str, list[float]]] = {}
+    for seed in seeds:
+        clip = make_clip(seed, spec)
+        latent = make_task_latent("v2a", video=encode_video(vae, clip.frames, VIDEO_FPS))
+        versions = {"clip itself": clip.frames} | {join: decode_video(vae, latent, join)[0][0] for join in JOINS}
+        for name, frames in versions.items():
+            d = frame_differences(frames)
+            boundaries = set(range(VIDEO_FPS - 1, len(d), VIDEO_FPS))
+            out = diffs.setdefault(name, {})
+            out.setdefault("chunk boundaries", []).extend(d[k] for k in sorted(boundaries))
+            out.setdefault("inside chunks", []).extend(d[k] for k in range(len(d)) if k not in boundaries)
+            out.setdefault("mean abs error", []).append(float((frames - clip.frames).abs().mean()))
+    result = {"seeds": [seeds[0], seeds[-1]], "seconds": seconds}
+    for name, d in diffs.items():
+        result[name] = {key: float(np.mean(v)) for key, v in d.items()}
+        result[name]["boundaries ranked within inside chunks"] = _summary(
+            _rank(d["chunk boundaries"], d["inside chunks"])
+        )
     return result
 
 
@@ -290,7 +348,7 @@ def measure_modality_guidance(pipe, seeds, steps: int, scales) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True)
-    parser.add_argument("--parts", nargs="+", default=["seams", "f1", "memory", "modality"])
+    parser.add_argument("--parts", nargs="+", default=["seams", "joins", "f1", "memory", "modality"])
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--clips", type=int, default=4)
     parser.add_argument("--seam-seconds", type=int, default=12)
@@ -314,6 +372,9 @@ def main() -> None:
         if part == "seams":
             clips = [make_clip(s, spec2) for s in heldout_seeds(args.clips)]
             report["seams"] = measure_seams(pipe, clips, args.steps, args.seam_seconds, window, overlap)
+        elif part == "joins":
+            seeds = heldout_seeds(args.clips)
+            report["joins"] = measure_chunk_joins(pipe, seeds, args.seam_seconds)
         elif part == "f1":
             seeds = choose_seeds(args.first_seed, args.clips).seeds
             report["f1"] = measure_f1(pipe, seeds, args.f1_seconds, args.steps, window, overlap)
