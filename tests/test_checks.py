@@ -86,6 +86,9 @@ def _cli(tmp_path, *args, task="t2av", out="x.mp4"):
         (dict(prompt=" "), "prompt"),
         (dict(negative_prompt=["x"]), "negative_prompt"),
         (dict(sampler="heun"), "sampler"),
+        (dict(cfg_condition=3.0), "cfg_condition"),  # t2av has no condition
+        (dict(cfg_condition=-0.5), "cfg_condition"),
+        (dict(cfg_condition=math.nan), "cfg_condition"),
     ],
 )
 def test_generate_refuses_each_bad_value_before_sampling(pipe, dit_calls, kwargs, name):
@@ -189,6 +192,22 @@ def test_missing_condition_is_one_rule_for_pipeline_stages_nodes_and_cli(pipe, p
         assert f"task 'a2v' (audio to video) needs the {name} input; none was given" in message
 
 
+def test_condition_guidance_has_a_default_that_a_widget_can_hold():
+    """None (CLI, pipeline) and -1 (the nodes' widget) both mean the task's measured default; 1 is off."""
+    for task in ("t2av", "a2v", "v2a"):
+        assert checks.cfg_condition(None, task) is None and checks.cfg_condition(-1.0, task) is None
+        assert checks.cfg_condition(1, task) == 1.0
+    assert checks.cfg_condition(2.5, "v2a") == 2.5 and checks.cfg_condition(0, "a2v") == 0.0
+    for value, task, words in (
+        (-0.5, "v2a", "must be -1 (the task's measured default) or a guidance scale from 0 to 100"),
+        (True, "v2a", "must be a finite number"),
+        (2.0, "t2av", "task 't2av' has none"),
+        (2.0, "x2y", "task must be one of"),
+    ):
+        with pytest.raises(InputError, match=re.escape(words)):
+            checks.cfg_condition(value, task)
+
+
 def test_save_index_outside_the_batch_is_refused(pipe, tmp_path):
     result = pipe.generate("t2av", prompt="a ball", steps=1, duration=1, height=32, width=32)
     for index in (5, -1, "0"):
@@ -248,6 +267,8 @@ def test_out_must_be_an_mp4_file_in_an_existing_folder(tmp_path, capsys, out, wo
         (["--prompt", "\udcff"], "--prompt"),
         (["--device", "tpu9"], "--device"),
         (["--task", "x2y"], "--task"),
+        (["--cfg-condition", "3"], "--cfg-condition"),
+        (["--cfg-condition", "-2"], "--cfg-condition"),
     ],
 )
 def test_cli_flags_are_refused_before_the_bundle_loads(tmp_path, capsys, flags, name, monkeypatch):

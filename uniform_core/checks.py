@@ -22,6 +22,7 @@ MAX_SIDE = 2048  # px per side; the DiT sees (side / 16)^2 tokens per frame and 
 MAX_BATCH = 64
 MAX_STEPS = 1000  # the DDPM schedule's length: no sampler can take more steps than it has
 MAX_CFG = 100.0
+CFG_CONDITION_DEFAULT = -1.0  # cfg_condition's "the task's measured default" where None cannot be given (a widget)
 MAX_FPS = 1000.0
 MAX_SAMPLE_RATE = 768_000
 SEED_MAX = 2**64 - 1  # torch.manual_seed takes 64-bit seeds
@@ -82,6 +83,29 @@ def steps(value, name: str = "steps", limit: int = MAX_STEPS) -> int:
 def cfg(value, name: str = "cfg") -> float:
     """A classifier-free guidance scale: 0 (unconditional) to MAX_CFG; 1 is the conditional model alone."""
     return number(value, name, 0.0, MAX_CFG)
+
+
+def cfg_condition(value, task: str, name: str = "cfg_condition") -> float | None:
+    """Guidance on the A2V/V2A condition (1 = off): a guidance scale, or None or ``CFG_CONDITION_DEFAULT`` (-1, the
+    nodes' widget value) for the task's measured default, ``guidance.CONDITION_CFG``, which the sampler fills in
+    (None is returned). T2AV has no condition to guide on, so it takes the default or 1 only."""
+    task_index(task)
+    if value is None:
+        return None
+    value = number(value, name, CFG_CONDITION_DEFAULT, MAX_CFG)
+    if value == CFG_CONDITION_DEFAULT:
+        return None
+    if value < 0:
+        raise InputError(
+            f"{name} must be {CFG_CONDITION_DEFAULT:g} (the task's measured default) or a guidance scale from 0 to "
+            f"{MAX_CFG:g}; got {value!r}"
+        )
+    if task == "t2av" and value != 1:
+        raise InputError(
+            f"{name} guides the condition of a2v and v2a; task 't2av' has none, so it must be 1 or "
+            f"{CFG_CONDITION_DEFAULT:g} (the default); got {value!r}"
+        )
+    return value
 
 
 def batch_size(value, name: str = "batch_size") -> int:

@@ -121,7 +121,10 @@ def _add_generate(sub) -> None:
     p.add_argument("--cfg", type=float, default=None, help="guidance scale (default: the bundle's, per task)")
     p.add_argument("--cfg-audio", type=float, default=None, help="the sound's own guidance scale (default: --cfg)")
     p.add_argument(
-        "--cfg-condition", type=float, default=None, help="a2v/v2a: guidance on the condition (default: measured)"
+        "--cfg-condition",
+        type=float,
+        default=None,
+        help="a2v/v2a: guidance on the condition, 1 = off (default, or -1: measured per task)",
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--sampler", default=None, choices=SAMPLERS, help="default: the bundle's")
@@ -222,9 +225,10 @@ def _check_generate_args(args) -> list:
     batch = checks.batch_size(args.batch, "--batch")
     checks.seed(args.seed, "--seed", count=batch)
     checks.steps(args.steps, "--steps")
-    for flag, value in (("--cfg", args.cfg), ("--cfg-audio", args.cfg_audio), ("--cfg-condition", args.cfg_condition)):
+    for flag, value in (("--cfg", args.cfg), ("--cfg-audio", args.cfg_audio)):
         if value is not None:
             checks.cfg(value, flag)
+    checks.cfg_condition(args.cfg_condition, args.task, "--cfg-condition")
     if args.duration is not None:
         checks.duration(args.duration, "--duration", high=LONG_MAX_SECONDS)  # beyond the model's clip: in windows
     for flag, value in (("--height", args.height), ("--width", args.width)):

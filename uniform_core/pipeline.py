@@ -135,8 +135,7 @@ class UniFormPipeline:
         b = self.bundle
         checks.condition(task, video, audio)
         cfg = b.cfg_for(task) if cfg is None else cfg
-        if cfg_condition is not None:
-            checks.cfg(cfg_condition, "cfg_condition")
+        checks.cfg_condition(cfg_condition, task)
         sampler = b.sampler if sampler is None else sampler
         check_sampling_args(seed, steps, cfg, sampler, batch_size)
         if prompt is not None:

@@ -250,7 +250,7 @@ def sample(
     video, audio)`` gets the model's current x0 estimate of the batch after each step (e.g.
     :class:`~uniform_core.previews.LivePreview`).
     ``cfg_condition`` (A2V/V2A): guidance away from the model without the clean condition, in the same batched
-    call (:func:`~uniform_core.diffusion.guidance.make_model_fn`; 1 is off; None: the measured
+    call (:func:`~uniform_core.diffusion.guidance.make_model_fn`; 1 is off; None or -1: the measured
     ``guidance.CONDITION_CFG`` of the latent's task, so the CLI, the pipeline and every node get the same default).
     """
     check_sampling_args(seed, steps, cfg, sampler, batch_size)
@@ -259,7 +259,8 @@ def sample(
     checks.instance(dit, UniFormDiT, "dit", " (from UniFormDiT.load or a bundle)")
     checks.instance(latent, TaskLatent, "latent", " (from make_task_latent)")
     checks.instance(text, (TextConditioning, type(None)), "text", " (from encode_text) or None")
-    cfg_condition = CONDITION_CFG[latent.task] if cfg_condition is None else checks.cfg(cfg_condition, "cfg_condition")
+    cfg_condition = checks.cfg_condition(cfg_condition, latent.task)
+    cfg_condition = CONDITION_CFG[latent.task] if cfg_condition is None else cfg_condition
     guided, passes = text is not None and cfg != 1, 1 + (cfg_condition != 1)  # the condition pass adds a batch
     memory.check_fits(
         {"DiT activations": memory.dit_bytes(dit, latent, batch_size * passes, guided)}, _device_of(dit), "sampling"

@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 import torch
 
-from .. import media
+from .. import checks, media
 from ..diffusion.task_latent import TaskLatent
 from ..errors import InputError
 from ..pipeline import (
@@ -122,6 +122,7 @@ def generate_long(
     :func:`.windows.sample_long`). ``cfg_condition``: guidance on the A2V/V2A condition (default: the measured
     ``guidance.CONDITION_CFG[task]``). ``progress(step, total)`` runs over the steps of all windows."""
     task_index(task)
+    checks.cfg_condition(cfg_condition, task)
     b = pipe.bundle
     window = b.duration if window is None else window
     cfg = b.cfg_for(task) if cfg is None else cfg
