@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 
 from uniform_core import checks
+from uniform_core.diffusion.guidance import CONDITION_CFG
 from uniform_core.diffusion.task_latent import TaskLatent
 from uniform_core.errors import InputError, UniFormError
 from uniform_core.previews import LivePreview
@@ -102,8 +103,8 @@ def fps_input(tooltip: str) -> tuple:
 
 
 def preview_input() -> tuple:
-    """The live-preview interval widget of every sampling node (the last of its inputs: saved workflows list widget
-    values by position)."""
+    """The live-preview interval widget of every sampling node (after the widgets it came after: saved workflows
+    list widget values by position, so a new widget goes last)."""
     return (
         "INT",
         {
@@ -126,3 +127,21 @@ def live_preview(dit: Component, every: int) -> LivePreview | None:
         logger.info("UniForm: no live preview for %s: no preview.json beside it (scripts/fit_preview.py)", dit.name)
         return None
     return LivePreview(dit.preview, every, show)
+
+
+def cfg_condition_input() -> tuple:
+    """The condition-guidance widget of every sampling node, its last: -1 stands for the task's measured default
+    (None in the CLI and the pipeline), so a new node samples as ``uniform-av generate`` does."""
+    measured = ", ".join(f"{task.upper()} {CONDITION_CFG[task]:g}" for task in ("v2a", "a2v"))
+    return (
+        "FLOAT",
+        {
+            "default": checks.CFG_CONDITION_DEFAULT,
+            "min": checks.CFG_CONDITION_DEFAULT,
+            "max": checks.MAX_CFG,
+            "step": 0.1,
+            "tooltip": "A2V/V2A: guidance away from the model without the given sound or picture, in the same "
+            f"batched model call (1: off; above 1 follows the condition's timing more closely). -1: the measured "
+            f"default of the task ({measured}). T2AV has no condition: -1 or 1.",
+        },
+    )

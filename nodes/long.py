@@ -8,7 +8,17 @@ from uniform_core.errors import InputError
 from uniform_core.tasks import LONG_MAX_SECONDS
 
 from . import host, managed
-from .common import AUDIO_LATENT, DIT, LATENT, TEXT, VIDEO_LATENT, UniFormNode, live_preview, preview_input
+from .common import (
+    AUDIO_LATENT,
+    DIT,
+    LATENT,
+    TEXT,
+    VIDEO_LATENT,
+    UniFormNode,
+    cfg_condition_input,
+    live_preview,
+    preview_input,
+)
 
 
 def _sampling_inputs() -> dict:
@@ -98,11 +108,24 @@ class UniFormLongSampler(UniFormNode):
             "optional": {
                 "text": (TEXT, {"tooltip": "Prompt from UniForm Text Encode; needed by t2av, optional for a2v/v2a."}),
                 "preview_interval": preview_input(),
+                "cfg_condition": cfg_condition_input(),
             },
         }
 
     def execute(
-        self, dit, latent, seed, steps, cfg_video, cfg_audio, sampler, window, overlap, text=None, preview_interval=1
+        self,
+        dit,
+        latent,
+        seed,
+        steps,
+        cfg_video,
+        cfg_audio,
+        sampler,
+        window,
+        overlap,
+        text=None,
+        preview_interval=1,
+        cfg_condition=None,
     ):
         _check_text(latent, text)
         progress, cancel, preview = host.progress_reporter(), host.cancel_check(), live_preview(dit, preview_interval)
@@ -122,6 +145,7 @@ class UniFormLongSampler(UniFormNode):
                 cancel,
                 cfg_audio,
                 preview=preview,
+                cfg_condition=cfg_condition,
             )
         return (out.latent,)
 
@@ -154,6 +178,7 @@ class UniFormExtend(UniFormNode):
                 "video_latent": (VIDEO_LATENT, {"tooltip": "V2A: the video of the added seconds (Video Encode)."}),
                 "audio_latent": (AUDIO_LATENT, {"tooltip": "A2V: the sound of the added seconds (Audio Encode)."}),
                 "preview_interval": preview_input(),
+                "cfg_condition": cfg_condition_input(),
             },
         }
 
@@ -173,6 +198,7 @@ class UniFormExtend(UniFormNode):
         video_latent=None,
         audio_latent=None,
         preview_interval=1,
+        cfg_condition=None,
     ):
         _check_text(latent, text)
         given = {"a2v": audio_latent, "v2a": video_latent}.get(getattr(latent, "task", None))
@@ -196,6 +222,7 @@ class UniFormExtend(UniFormNode):
                 cfg_audio,
                 done,
                 preview=preview,
+                cfg_condition=cfg_condition,
             )
         return (out.latent,)
 

@@ -8,7 +8,7 @@ from uniform_core.errors import InputError
 from uniform_core.model.compiled import compile_dit
 
 from . import host, managed
-from .common import DIT, LATENT, TEXT, UniFormNode, live_preview, preview_input
+from .common import DIT, LATENT, TEXT, UniFormNode, cfg_condition_input, live_preview, preview_input
 
 
 class UniFormSampler(UniFormNode):
@@ -73,11 +73,23 @@ class UniFormSampler(UniFormNode):
                     },
                 ),
                 "preview_interval": preview_input(),
+                "cfg_condition": cfg_condition_input(),
             },
         }
 
     def execute(
-        self, dit, latent, seed, steps, cfg, sampler, batch_size, text=None, compile=False, preview_interval=1
+        self,
+        dit,
+        latent,
+        seed,
+        steps,
+        cfg,
+        sampler,
+        batch_size,
+        text=None,
+        compile=False,
+        preview_interval=1,
+        cfg_condition=None,
     ):
         if getattr(latent, "task", None) == "t2av" and text is None:
             raise InputError("task 't2av' needs the text input; connect it from a UniForm Text Encode node")
@@ -87,7 +99,7 @@ class UniFormSampler(UniFormNode):
             if compile:
                 compile_dit(model)
             args = (model, latent, text, seed, steps, cfg, sampler, batch_size, progress, cancel)
-            out = pipeline.sample(*args, preview=preview)
+            out = pipeline.sample(*args, preview=preview, cfg_condition=cfg_condition)
         return (out.latent,)
 
 

@@ -297,6 +297,21 @@ def test_extend_node_keeps_the_clip_and_adds_seconds(node_parts):
         nodes["UniFormExtend"].run(dit=dit, latent=a2v, seconds=1, **WIDGETS)
 
 
+def test_long_nodes_guide_on_the_condition_as_their_widget_says(node_parts):
+    """-1 (the widget's default) is the library's measured default, 1 turns it off; T2AV refuses other scales."""
+    nodes, dit, text = node_parts
+    (t2av,) = nodes["UniFormTaskLatent"].run(task="t2av", duration=3, width=SIZE, height=SIZE)
+    video = torch.randn(t2av.video.shape, generator=torch.Generator().manual_seed(0))
+    v2a = dataclasses.replace(t2av, task="v2a", video=video)
+    node = nodes["UniFormLongSampler"]
+    run = lambda scale: node.run(dit=dit, latent=v2a, cfg_condition=scale, **WIDGETS)[0]  # noqa: E731
+    library = sample_long(dit.module, v2a, None, 0, 1, 3.0, "ddim", 1, 2, 1, cfg_audio=1.0).latent.audio
+    assert torch.equal(run(-1.0).audio, library) and (run(1.0).audio - library).abs().max() > 1e-3
+    for name, extra in (("UniFormLongSampler", {}), ("UniFormExtend", {"seconds": 1})):
+        with pytest.raises(InputError, match=f"^{nodes[name].DISPLAY_NAME}: cfg_condition guides the condition"):
+            nodes[name].run(dit=dit, latent=t2av, text=text, cfg_condition=3.0, **extra, **WIDGETS)
+
+
 def test_cli_makes_a_clip_longer_than_the_models_window(tmp_path):
     from uniform_core.cli import main
 

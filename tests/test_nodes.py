@@ -358,6 +358,35 @@ def test_sampler_is_seeded_and_keeps_the_condition(nodes, parts, clip):
     assert torch.equal(a.audio, audio_latent.latent)
 
 
+def test_sampler_guides_on_the_condition_as_its_widget_says(nodes, parts, clip):
+    """cfg_condition -1 (the widget's default), and no value at all (a prompt saved before the widget), sample as
+    the library does without the argument: the task's measured scale. Another scale changes the sound; a value the
+    shared rule refuses is named with the node."""
+    from uniform_core import pipeline
+    from uniform_core.diffusion.guidance import CONDITION_CFG
+
+    video_latent, *_ = nodes["UniFormVideoEncode"].run(
+        video_vae=parts[1], fps=clip[1], duration=0, width=0, height=0, images=clip[0]
+    )
+    (latent,) = nodes["UniFormTaskLatent"].run(
+        task="v2a", duration=SECONDS, width=SIZE, height=SIZE, video_latent=video_latent
+    )
+    widgets = dict(dit=parts[0], latent=latent, seed=3, steps=2, cfg=1.0, sampler="ddim", batch_size=1)
+    run = lambda **scale: nodes["UniFormSampler"].run(**widgets, **scale)[0].audio  # noqa: E731
+    library = pipeline.sample(parts[0].module, latent, None, 3, 2, 1.0, "ddim").latent.audio
+    default, measured, off = run(cfg_condition=-1.0), run(cfg_condition=CONDITION_CFG["v2a"]), run(cfg_condition=1.0)
+    assert CONDITION_CFG["v2a"] != 1
+    assert torch.equal(default, library) and torch.equal(run(), library) and torch.equal(measured, library)
+    assert (off - default).abs().max() > 1e-3
+    with pytest.raises(InputError, match=r"^UniForm Sampler: cfg_condition must be -1 \(the task's measured"):
+        run(cfg_condition=-0.5)
+    with pytest.raises(InputError, match=r"^UniForm Sampler: cfg_condition must be a number from -1.0 to 100.0"):
+        run(cfg_condition=101.0)
+    (text,) = nodes["UniFormTextEncode"].run(text_encoder=parts[3], prompt="a red ball", negative_prompt="")
+    with pytest.raises(InputError, match=r"^UniForm Sampler: cfg_condition guides the condition of a2v and v2a"):
+        nodes["UniFormSampler"].run(**{**widgets, "latent": t2av_latent(nodes)}, text=text, cfg_condition=3.0)
+
+
 def test_nodes_load_and_sample_under_inference_mode(pack, models_dir):
     """ComfyUI runs every node inside torch.inference_mode(), so the weights are inference tensors there."""
     nodes = {name: cls() for name, cls in pack.NODE_CLASS_MAPPINGS.items()}

@@ -26,6 +26,7 @@ CONTROL = "control_after_generate"
 CONTROL_VALUES = {"fixed", "increment", "decrement", "randomize"}
 UPLOAD = "upload"  # UI-only widget values that upload combos add (the upload button, the audio player)
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN"}
+SAMPLING_NODES = {"UniFormSampler", "UniFormLongSampler", "UniFormExtend"}
 
 # The native nodes the workflows may use, as ComfyUI defines them (comfy_extras/nodes_video.py, nodes_audio.py),
 # in INPUT_TYPES form plus their outputs and UI-only widget extras. test_comfy_server.py checks them against a
@@ -250,15 +251,18 @@ def test_every_shipped_graph_is_checked():
 
 @pytest.mark.parametrize("path", API_FILES, ids=lambda p: p.name)
 def test_workflows_sample_the_embedded_bundle_as_its_bundle_json_says(path):
-    """The Sampler's widgets are explicit, so the examples must carry uniform-tiny's own sampler and task's CFG."""
+    """The Sampler's widgets are explicit, so the examples must carry uniform-tiny's own sampler and task's CFG, and
+    every sampling node the measured condition guidance of its task (what -1, the widget's default, stands for)."""
     from uniform_core.bundle import DEFAULT_BUNDLE_DIR
-    from uniform_core.diffusion.guidance import guidance_scales
+    from uniform_core.diffusion.guidance import CONDITION_CFG, guidance_scales
 
     info = json.loads((DEFAULT_BUNDLE_DIR / "bundle.json").read_text())
     prompt = json.loads(path.read_text())
     (task,) = {n["inputs"]["task"] for n in prompt.values() if n["class_type"] == "UniFormTaskLatent"}
     (sampler,) = [n["inputs"] for n in prompt.values() if n["class_type"] == "UniFormSampler"]
     assert (sampler["sampler"], sampler["cfg"]) == (info["sampler"], guidance_scales(info["cfg"])[task])
+    sampling = [n["inputs"] for n in prompt.values() if n["class_type"] in SAMPLING_NODES]
+    assert [node["cfg_condition"] for node in sampling] == [CONDITION_CFG[task]] * len(sampling)
 
 
 # ---- what the frontend shows: schema id, the saved view, node boxes --------------------------------------------
