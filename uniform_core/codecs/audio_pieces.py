@@ -115,11 +115,11 @@ def _norms_in_order(decoder: nn.Module) -> list[nn.GroupNorm]:
     return [*inner, decoder.conv_norm_out]
 
 
-@torch.no_grad()
 def decode_in_pieces(decoder: nn.Module, z: torch.Tensor) -> torch.Tensor:
     """diffusers ``Decoder`` output ``(B, C_out, L * d, W * d)`` for the unscaled latent ``z`` ``(B, C, L, W)``
     (after ``post_quant_conv``), decoded as the module docstring says. A latent of at most :data:`RUN_STEPS` steps
-    runs the whole decoder at once, bit for bit as before."""
+    runs the whole decoder at once, bit for bit as before. Gradients flow (the audio VAE stage trains through it on
+    1 s crops); the flat memory of long clips is that of a decode without them, as ``AudioCodec.decode`` runs."""
     length, halo = z.shape[2], halo_steps(decoder)
     if length <= RUN_STEPS:
         return decoder(z)
