@@ -133,7 +133,8 @@ def test_decode_is_the_reference_output_overshoot_kept(reference, frames):
     with torch.no_grad():
         decoded = model.decode(z, frames)
     assert expected.abs().max() > 2  # this decoder overshoots [-1, 1] a lot
-    torch.testing.assert_close(decoded, expected, atol=2e-5, rtol=0)
+    # fp32 rounding differs between CPUs (oneDNN picks other kernels on AMD than on Intel): 2e-5 plus 1e-5 relative
+    torch.testing.assert_close(decoded, expected, atol=2e-5, rtol=1e-5)
 
 
 def test_pixels_are_clamped_once_where_they_become_frames(reference):
@@ -144,7 +145,7 @@ def test_pixels_are_clamped_once_where_they_become_frames(reference):
     frames, fps = pipeline.decode_video(model, latent.with_latents(z, latent.audio.expand(2, -1, -1, -1)))
     expected = ((io["dec34"].clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 4, 1)
     assert fps == 17 and frames.shape == expected.shape
-    torch.testing.assert_close(frames, expected, atol=1e-5, rtol=0)
+    torch.testing.assert_close(frames, expected, atol=1e-5, rtol=1e-5)  # the decode's tolerance, halved by the map
 
 
 def test_latent_frames_follow_the_17_frame_chunks(tiny):

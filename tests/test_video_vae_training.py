@@ -97,7 +97,8 @@ def test_shipped_encoder_gives_the_latents_the_dit_was_trained_on(shipped_vae):
     clip = make_clip(GOLDEN_SEED, SyntheticSpec(seconds=2, size=64))
     with torch.no_grad():
         z = shipped_vae.encode(_pixels(clip), deterministic=True)
-    assert torch.equal(z, load_file(GOLDEN_LATENTS)["latents"])
+    # equal to fp32 rounding (other CPUs run other conv kernels); any retrained encoder differs by far more
+    torch.testing.assert_close(z, load_file(GOLDEN_LATENTS)["latents"], atol=1e-5, rtol=1e-5)
 
 
 def test_shipped_round_trip_keeps_colour_and_shape(shipped_vae):
