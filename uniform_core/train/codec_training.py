@@ -2,13 +2,15 @@
 
 Each codec is trained alone, before the DiT, on the same training seeds:
 
-- video VAE: pixel L1 + MSE reconstruction of frames (2D VAE) and of 2D latents (temporal VAE), plus a small KL
-  term on each posterior, then both decoders on pixels with the encoders frozen (:mod:`.video_vae_training`);
+- video VAE: object-weighted pixel L1 + MSE and edge reconstruction of frames (2D VAE,
+  :func:`.video_vae_training.decoder_loss`) and MSE of 2D latents (temporal VAE), plus a small KL term on each
+  posterior, then both decoders on pixels with the encoders frozen (:mod:`.video_vae_training`);
 - audio VAE: L1 reconstruction of the AudioLDM log-mel, plus a small KL term;
 - vocoder: HiFi-GAN, mel -> waveform (``uniform_core.train.vocoder_training``).
 
-After training, each VAE's latent scaling factor is set to 1 / std of its latents on the training clips, so the
-diffusion model sees unit-variance latents (as Stable Diffusion's and AudioLDM's factors do).
+Every stage's learning rate follows one cosine (:func:`.video_vae_training.cosine_schedule`). After training, each
+VAE's latent scaling factor is set to 1 / std of its latents on the training clips, so the diffusion model sees
+unit-variance latents (as Stable Diffusion's and AudioLDM's factors do).
 """
 
 from __future__ import annotations
@@ -31,12 +33,11 @@ from .config import CodecTrainConfig, DataConfig
 from .log import LossLog, progress_bar
 from .shard_stream import first_clips
 from .sources import open_source
-from .video_vae_training import finetune_video_decoders
+from .video_vae_training import cosine_schedule, decoder_loss, finetune_video_decoders
 
 logger = logging.getLogger(__name__)
 
 AUDIO_CROP_FRAMES = 100  # 1 s of mel per audio-VAE example (a multiple of the VAE's 4x downsampling)
-FOREGROUND_WEIGHT = 5.0  # video VAE: loss weight of pixels that stand out from their row (see SpatialVAEObjective)
 
 
 class ClipPool:
@@ -65,9 +66,11 @@ def fit(
     accelerator: Accelerator,
     log: LossLog,
 ) -> None:
-    """AdamW with gradient clipping for ``cfg.steps`` steps. ``draw(generator)`` gives a batch; ``objective(batch)``
-    returns ``{"loss": ..., other terms}``; it is called through accelerate's wrapper so gradients sync."""
+    """AdamW with gradient clipping for ``cfg.steps`` steps, the learning rate on :func:`cosine_schedule`.
+    ``draw(generator)`` gives a batch; ``objective(batch)`` returns ``{"loss": ..., other terms}``; it is called
+    through accelerate's wrapper so gradients sync."""
     optimizer = torch.optim.AdamW(objective.parameters(), lr=cfg.lr, betas=(0.8, 0.99), weight_decay=0.0)
+    schedule = cosine_schedule(optimizer, cfg.steps)
     wrapped, optimizer = accelerator.prepare(objective, optimizer)
     generator = torch.Generator().manual_seed(accelerator.process_index)
     wrapped.train()
@@ -79,11 +82,12 @@ def fit(
         if cfg.grad_clip:
             accelerator.clip_grad_norm_(wrapped.parameters(), cfg.grad_clip)
         optimizer.step()
+        schedule.step()
         values = {k: accelerator.reduce(v.detach(), "mean").item() for k, v in terms.items()}
         bar.update(1)
         bar.set_postfix(loss=f"{values['loss']:.4f}")
         if step % cfg.log_every == 0 or step == cfg.steps:
-            log.write(stage=name, step=step, lr=cfg.lr, **values)
+            log.write(stage=name, step=step, lr=schedule.get_last_lr()[0], **values)
     bar.close()
     accelerator.wait_for_everyone()
     objective.eval()
@@ -92,19 +96,11 @@ def fit(
 # ---- video VAE ----------------------------------------------------------------------------------------------------
 
 
-def pixel_loss(recon: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """L1 + MSE over ``(B, 3, ..., W)`` pixels in [-1, 1], where pixels that differ from their row's median colour
-    (what stands out from the backdrop: the sounding objects) weigh :data:`FOREGROUND_WEIGHT` times more."""
-    background = target.median(dim=-1, keepdim=True).values
-    weight = 1 + (FOREGROUND_WEIGHT - 1) * ((target - background).abs().sum(1, keepdim=True) > 0.1).float()
-    err = (recon - target).abs()
-    return ((err + err**2) * weight).mean() / weight.mean()
-
-
 class SpatialVAEObjective(nn.Module):
-    """Stage 1 of the video VAE: frame L1 + MSE reconstruction by the 2D VAE plus ``kl_weight`` x its per-element
-    KL. Input: frames ``(B, 3, H, W)`` in [-1, 1]. The objects weigh more (:func:`pixel_loss`), so a small VAE
-    learns their shape and colour within a short run instead of spending it on the plain background."""
+    """Stage 1 of the video VAE: frames reconstructed by the 2D VAE under :func:`decoder_loss` (the object and a
+    2 px band around it weigh 10x, plus L1 on the spatial gradients) plus ``kl_weight`` x its per-element KL. Input:
+    frames ``(B, 3, H, W)`` in [-1, 1]. The object covers ~5 % of a frame: without the weights and the edge term a
+    small VAE spends its run on the plain background and its latent keeps the colour but not the shape."""
 
     def __init__(self, vae: VideoVAE, kl_weight: float):
         super().__init__()
@@ -114,7 +110,7 @@ class SpatialVAEObjective(nn.Module):
         model = self.vae.spatial_vae.module
         posterior = model.encode(frames).latent_dist
         recon = model.decode(posterior.sample()).sample
-        rec = pixel_loss(recon, frames)
+        rec = decoder_loss(recon.unsqueeze(2), frames.unsqueeze(2))["loss"]
         kl = posterior.kl().mean() / frames[0].numel()
         return {"loss": rec + self.kl_weight * kl, "rec": rec, "kl": kl}
 

@@ -33,6 +33,18 @@ EDGE_WEIGHT = 1.0  # weight of the spatial-gradient L1 beside the pixel L1 + MSE
 FINAL_LR_SHARE = 0.05  # the cosine schedule ends at this share of the peak learning rate
 
 
+def cosine_schedule(optimizer: torch.optim.Optimizer, steps: int, done: int = 0) -> torch.optim.lr_scheduler.LambdaLR:
+    """The codec stages' learning rate: a cosine from the optimizer's rate down to :data:`FINAL_LR_SHARE` of it over
+    ``steps`` steps (stepped once per optimizer step), ``done`` of them already taken (a resumed stage)."""
+    total = max(steps, 1)
+
+    def share(step: int) -> float:
+        at = min(step + done, total)
+        return FINAL_LR_SHARE + (1 - FINAL_LR_SHARE) * 0.5 * (1 + math.cos(math.pi * at / total))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, share)
+
+
 def object_weights(target: torch.Tensor) -> torch.Tensor:
     """``(B, 1, T, H, W)`` loss weights for ``target`` ``(B, 3, T, H, W)`` in [-1, 1]: :data:`OBJECT_WEIGHT` on
     pixels that stand out from their row's median colour (the backdrop and floor are horizontal bands) and on the
@@ -109,10 +121,7 @@ def finetune_video_decoders(
     objective = VideoDecoderObjective(vae)
     params = [p for p in objective.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.8, 0.99), weight_decay=0.0)
-    total = max(cfg.stage3_steps, 1)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: FINAL_LR_SHARE + (1 - FINAL_LR_SHARE) * 0.5 * (1 + math.cos(math.pi * s / total))
-    )
+    schedule = cosine_schedule(optimizer, cfg.stage3_steps)
     wrapped, optimizer = accelerator.prepare(objective, optimizer)
     generator = torch.Generator().manual_seed(accelerator.process_index)
     spans = chunk_spans(vae, pool.frames.shape[1])

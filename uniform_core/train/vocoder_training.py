@@ -27,6 +27,7 @@ from .codec_training import ClipPool, crops
 from .config import CodecTrainConfig
 from .discriminators import HifiGanDiscriminator, Judgement
 from .log import LossLog, progress_bar
+from .video_vae_training import cosine_schedule
 
 logger = logging.getLogger(__name__)
 
@@ -113,7 +114,8 @@ def train_vocoder(
 ) -> Vocoder:
     """A HiFi-GAN generator (preset ``cfg.preset``) trained for ``cfg.steps`` on ``cfg.batch_size`` crops of
     0.48 s; the discriminators (``cfg.disc_width`` of HiFi-GAN's channels) join at step ``cfg.adversarial_from``
-    (never when it is None), the loudness loss at ``cfg.loudness_from``. ``on_step(step, vocoder, discriminator)``
+    (never when it is None), the loudness loss at ``cfg.loudness_from``; both learning rates follow
+    :func:`~.video_vae_training.cosine_schedule`. ``on_step(step, vocoder, discriminator)``
     runs after every step (checkpoints); ``resume`` ``(step, vocoder)`` continues a generator saved at that step
     (with fresh optimizer states and data draws)."""
     torch.manual_seed(seed)
@@ -127,15 +129,18 @@ def train_vocoder(
 
     adversarial = cfg.adversarial_from is not None
     disc = HifiGanDiscriminator(cfg.disc_width) if adversarial else None
+    done = 0 if resume is None else resume[0]
     opt_g = torch.optim.AdamW(vocoder.parameters(), lr=cfg.lr, betas=(0.8, 0.99), weight_decay=0.0)
+    schedules = [cosine_schedule(opt_g, cfg.steps, done)]
     wrapped, opt_g = accelerator.prepare(objective, opt_g)
     if adversarial:
         opt_d = torch.optim.AdamW(disc.parameters(), lr=cfg.lr, betas=(0.8, 0.99), weight_decay=0.0)
+        schedules.append(cosine_schedule(opt_d, cfg.steps, done))
         disc_wrapped, opt_d = accelerator.prepare(disc, opt_d)
     generator = torch.Generator().manual_seed(accelerator.process_index)
     wrapped.train()
-    bar = progress_bar(accelerator, cfg.steps, "vocoder", initial=0 if resume is None else resume[0])
-    for step in range(1 if resume is None else resume[0] + 1, cfg.steps + 1):
+    bar = progress_bar(accelerator, cfg.steps, "vocoder", initial=done)
+    for step in range(done + 1, cfg.steps + 1):
         objective.loudness = cfg.loudness_from is not None and step > cfg.loudness_from
         batch = draw(generator).to(accelerator.device)
         pred, terms = wrapped(batch)
@@ -155,11 +160,13 @@ def train_vocoder(
         if cfg.grad_clip:
             accelerator.clip_grad_norm_(vocoder.parameters(), cfg.grad_clip)
         opt_g.step()
+        for schedule in schedules:
+            schedule.step()
         values = {k: accelerator.reduce(v.detach(), "mean").item() for k, v in terms.items()}
         bar.update(1)
         bar.set_postfix(loss=f"{values['loss']:.3f}")
         if step % cfg.log_every == 0 or step == cfg.steps:
-            log.write(stage="vocoder", step=step, lr=cfg.lr, **values)
+            log.write(stage="vocoder", step=step, lr=schedules[0].get_last_lr()[0], **values)
         if on_step is not None:
             on_step(step, vocoder, disc)
     bar.close()
