@@ -306,3 +306,32 @@ def test_the_train_command_writes_a_bundle_that_loads_with_the_recipe_s_sampling
         config_from_dict({"sampler": "plms"})
     with pytest.raises(InputError, match=r"cfg must be a number >= 0 or a mapping of each task \(t2av, a2v, v2a\)"):
         config_from_dict({"cfg": {"t2av": 2.0}})
+
+
+def test_the_codec_stages_run_alone_and_the_dit_then_trains_on_them(tmp_path, capsys):
+    """`--stage codecs` writes the codecs and nothing of the DiT; `--resume` then trains the DiT on those very files
+    (they are reused, not retrained), so each stage runs on its own from the stages before it."""
+    from uniform_core.cli import main
+
+    recipe = {
+        "data": {"num_clips": 4, "seconds": 2, "codec_clips": 2},
+        "video_vae": {"steps": 1, "stage2_steps": 1, "stage3_steps": 1, "batch_size": 4},
+        "audio_vae": {"steps": 1, "batch_size": 2}, "vocoder": {"steps": 1, "batch_size": 2},
+        "dit": {"steps": 2, "batch_size": 2, "warmup_steps": 1, "checkpoint_every": 2},
+    }  # fmt: skip
+    (tmp_path / "recipe.json").write_text(json.dumps(recipe))
+    run, config = tmp_path / "run", str(tmp_path / "recipe.json")
+    assert main(["train", "--config", config, "--out", str(run), "--stage", "codecs"]) == 0
+    assert f"wrote {run / 'codecs'}" in capsys.readouterr().out
+    codecs = {p.name: p.read_bytes() for p in (run / "codecs").glob("*.safetensors")}
+    assert set(codecs) == {"video_vae.safetensors", "audio_vae.safetensors", "vocoder.safetensors",
+                           "text_encoder.safetensors"}  # fmt: skip
+    assert not (run / "checkpoints").exists() and not (run / "latents.safetensors").exists()
+    assert main(["train", "--config", config, "--resume", str(run)]) == 0
+    assert {p.name: p.read_bytes() for p in (run / "codecs").glob("*.safetensors")} == codecs
+    assert [r["step"] for r in read_log(run / "train_log.jsonl", "dit")][-1] == 2
+    assert (run / "bundle" / "dit.safetensors").is_file()
+    capsys.readouterr()
+    assert main(["train", "--config", config, "--out", str(tmp_path / "other"), "--stage", "dit"]) != 0
+    assert "--stage must be one of all, codecs, extract; got 'dit'" in capsys.readouterr().err
+    assert not (tmp_path / "other").exists()  # refused before anything is written

@@ -187,7 +187,11 @@ def _add_train(sub) -> None:
     p.add_argument("--gpu", default="h100", help="with --estimate: GPU kind (a100, h100, h200, b200, ...)")
     p.add_argument("--sharding", default="fsdp", help="with --estimate: ddp, fsdp, zero2 or zero3")
     p.add_argument("--mfu", type=float, default=0.4, help="with --estimate: model FLOP utilisation (bench --train)")
-    p.add_argument("--stage", default="all", choices=("all", "extract"), help="extract: stop after the latent shards")
+    p.add_argument(
+        "--stage",
+        default="all",
+        help="all (default); codecs: stop after the codec stages; extract: stop after the latent shards",
+    )
     p.set_defaults(run=_run_train)
 
 

@@ -123,7 +123,7 @@ def check_run_files(config: TrainConfig, run: Path, processes: int, sharded: boo
             raise InputError(f"{field} {path!r} does not exist; give a file or folder its loader reads")
 
 
-STAGES = ("all", "extract")
+STAGES = ("all", "codecs", "extract")
 
 
 def train_bundle(
@@ -134,8 +134,9 @@ def train_bundle(
 ) -> Path:
     """Run the whole recipe; returns the bundle folder (``<run>/bundle``), written once the DiT reaches
     ``config.dit.steps`` (a run stopped by ``dit.max_minutes`` returns its run folder's latest bundle path all
-    the same, written from the EMA weights of the step reached). ``stage="extract"`` stops after the latent shards
-    and returns their folder (``<run>/latents``); ``--resume`` the run to train the DiT from them."""
+    the same, written from the EMA weights of the step reached). ``stage="codecs"`` stops after the codec stages
+    and returns their folder (``<run>/codecs``); ``stage="extract"`` stops after the latent shards and returns
+    their folder (``<run>/latents``); ``--resume`` the run to go on from them (the DiT's 2 h then run alone)."""
     if stage not in STAGES:
         raise InputError(f"--stage must be one of {', '.join(STAGES)}; got {stage!r}")
     if stage == "extract" and not config.data.uses_shards:
@@ -152,6 +153,8 @@ def train_bundle(
     log = LossLog(run / "train_log.jsonl", codec_acc)
 
     video_vae, audio_vae, vocoder, text_encoder = train_codecs(config, run / "codecs", codec_acc, log)
+    if stage == "codecs":
+        return run / "codecs"
     codec = AudioCodec(audio_vae, vocoder)
 
     if config.data.uses_shards:  # every process encodes its share
