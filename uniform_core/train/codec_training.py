@@ -137,11 +137,10 @@ def train_video_vae(
     pool: ClipPool, cfg: CodecTrainConfig, accelerator: Accelerator, log: LossLog, seed: int
 ) -> VideoVAE:
     """A tiny video VAE: the 2D VAE on single frames (``cfg.steps``, ``cfg.batch_size`` frames per step), then the
-    temporal VAE on the frozen 2D latents of 17-frame chunks (``cfg.stage2_steps``). Its per-channel latent shift
-    and scale are then set from the latents of the pool's clips."""
+    temporal VAE and its latent normalisation (:func:`train_temporal_vae`), then both decoders
+    (:func:`~.video_vae_training.finetune_video_decoders`)."""
     torch.manual_seed(seed)
     vae = VideoVAE.from_preset(cfg.preset).requires_grad_(True)
-    spatial, chunk = vae.spatial_vae, vae.config.micro_frame_size
     frames = pool.frames.flatten(0, 1)  # (N * T, H, W, 3) uint8
 
     def draw_frames(generator: torch.Generator) -> torch.Tensor:
@@ -149,7 +148,18 @@ def train_video_vae(
         return frames[index].permute(0, 3, 1, 2).float() / 127.5 - 1
 
     fit("video_vae.spatial", SpatialVAEObjective(vae, cfg.kl_weight), draw_frames, cfg, accelerator, log)
-    vae.cpu()
+    train_temporal_vae(vae.cpu(), pool, cfg, accelerator, log)
+    return finetune_video_decoders(vae, pool, cfg, accelerator, log, seed)
+
+
+def train_temporal_vae(vae: VideoVAE, pool: ClipPool, cfg: CodecTrainConfig, accelerator: Accelerator, log: LossLog):
+    """Stage 2: ``vae``'s temporal VAE on its frozen 2D VAE's latents of the pool's 17-frame chunks
+    (``cfg.stage2_steps``, ``cfg.batch_size`` chunks per step); then its per-channel latent shift and scale are set
+    from the latents of the pool's clips. Changes ``vae`` in place."""
+    spatial, chunk = vae.spatial_vae, vae.config.micro_frame_size
+    channels = vae.config.in_out_channels
+    vae.set_normalization((0.0,) * channels, (1.0,) * channels)  # measured below on the raw latents
+    frames = pool.frames.flatten(0, 1)
     with torch.no_grad():  # 2D posterior means of every pool frame, as the temporal VAE will see them
         pixels = frames.permute(0, 3, 1, 2).float() / 127.5 - 1
         z2d = torch.cat([spatial.module.encode(x).latent_dist.mean for x in pixels.split(256)]) * spatial.latent_scale
@@ -161,6 +171,7 @@ def train_video_vae(
 
     stage2 = dataclasses.replace(cfg, steps=cfg.stage2_steps)
     objective = TemporalVAEObjective(vae, cfg.kl_weight, chunks.var().item())
+    vae.temporal_vae.requires_grad_(True)
     fit("video_vae.temporal", objective, draw_chunks, stage2, accelerator, log)
     vae.cpu().requires_grad_(False)
     with torch.no_grad():
@@ -170,7 +181,6 @@ def train_video_vae(
     shift, scale = z.mean(dim=(0, 2, 3, 4)), z.std(dim=(0, 2, 3, 4))
     vae.set_normalization(tuple(shift.tolist()), tuple(scale.tolist()))
     logger.info("video VAE latent shift %s scale %s", shift.tolist(), scale.tolist())
-    return finetune_video_decoders(vae, pool, cfg, accelerator, log, seed)
 
 
 # ---- audio VAE ----------------------------------------------------------------------------------------------------
