@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from uniform_core.diffusion import SAMPLERS, NoiseSchedule, keep_mask, pack, sample, sampler_timesteps
+from uniform_core.diffusion import SAMPLERS, NoiseSchedule, keep_mask, make_scheduler, pack, sample, sampler_timesteps
 from uniform_core.errors import Cancelled, InputError
 from uniform_core.tasks import TASKS
 
@@ -132,6 +132,24 @@ def test_iddpm_matches_the_iddpm_respaced_ancestral_step():
     assert torch.allclose(out.double(), x, atol=1e-4)
     unaligned = sample(_smooth_model, noise, torch.zeros_like(noise), keep, "iddpm", steps, [torch.Generator()])
     assert not torch.allclose(unaligned.double(), x, atol=1e-2)  # the step noise matters at this tolerance
+
+
+@pytest.mark.parametrize("steps", [1, 7, 30, 250])
+def test_iddpm_step_equals_diffusers_ddpm_scheduler_step(steps):
+    """The precomputed step against the DDPMScheduler loop it replaced: same timesteps, same generator draws."""
+    noise, clean, keep, gens = _setup("a2v", 2)
+    out = sample(RecordingModel(), noise, clean, keep, "iddpm", steps, gens)
+
+    _, _, _, gens = _setup("a2v", 2)
+    scheduler = make_scheduler("iddpm", steps)
+    model, x = RecordingModel(), torch.where(keep, clean, noise)
+    for t in scheduler.timesteps:
+        eps, v = model(torch.where(keep, clean, x), t.long().expand(2))
+        x = torch.where(keep, clean, scheduler.step(torch.cat([eps, v], dim=1), t, x, generator=gens).prev_sample)
+    assert torch.equal(out[:, keep], clean[:, keep])
+    assert torch.allclose(out, x, rtol=1e-4, atol=1e-5)  # float64 coefficients against float32 ones
+    if steps > 1:  # the noise of every step but the last comes from the generators
+        assert not torch.allclose(out, sample(RecordingModel(), noise, clean, keep, "iddpm", steps), atol=1e-2)
 
 
 @pytest.mark.parametrize("steps", [30, 167])

@@ -126,46 +126,57 @@ def make_model_fn(
     abar = NoiseSchedule().alphas_cumprod
     param = next(dit.parameters(), None)
     dtype = param.dtype if param is not None else latent.video.dtype
-    constants: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # (task, fps) per item batch: made once, not per step
+    constants: dict[int, dict] = {}  # per item batch: what no step changes, made at the first step
 
-    def model_fn(x: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        batch = x.shape[0]
-        inputs, tasks = [x], [task]
+    def batch_constants(batch: int, x: torch.Tensor) -> dict:
+        """The DiT's tasks, fps, captions and masks for ``batch`` items like ``x``; the guidance scale, the keep
+        mask, the abar table and the condition noise on x's device."""
+        tasks = [task, task] if guided else [task]
         cond_y, cond_mask = [_expand_batch("y", y, batch)], [_expand_batch("mask", mask, batch)]
         if guided:  # the same latent without the caption
-            inputs.append(x)
-            tasks.append(task)
             cond_y.append(_expand_batch("y_null", y_null, batch))
             cond_mask.append(_expand_batch("mask_null", mask_null, batch))
-        if conditioned:  # the same caption without the clean condition: T2AV on the condition noised to step t
-            a = abar.to(x.device)[t].to(x.dtype).view(-1, 1)
-            noised = a.sqrt() * x + (1 - a).sqrt() * _expand_batch("condition_noise", condition_noise, batch).to(x)
-            inputs.append(torch.where(keep.to(x.device), noised, x))
+        if conditioned:  # the T2AV task with the first pass's caption
             tasks.append(t2av)
             cond_y.append(cond_y[0])
             cond_mask.append(cond_mask[0])
-        n = len(inputs)
+        n = len(tasks)
+        return {
+            "task": torch.tensor(tasks, device=x.device).repeat_interleave(batch),
+            "fps": torch.full((n * batch,), float(latent.fps), device=x.device),
+            "y": torch.cat(cond_y),
+            "mask": None if cond_mask[0] is None else torch.cat(cond_mask),
+            "scale": scale if isinstance(scale, float) else scale.to(x),
+            "keep": keep.to(x.device),
+            "abar": abar.to(x.device, x.dtype),
+            "condition_noise": _expand_batch("condition_noise", condition_noise, batch).to(x) if conditioned else None,
+        }
+
+    def model_fn(x: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        batch = x.shape[0]
         if batch not in constants:
-            constants[batch] = (
-                torch.tensor(tasks, device=x.device).repeat_interleave(batch),
-                torch.full((n * batch,), float(latent.fps), device=x.device),
-            )
+            constants[batch] = batch_constants(batch, x)
+        c = constants[batch]
+        inputs = [x, x] if guided else [x]
+        if conditioned:  # the same caption without the clean condition: T2AV on the condition noised to step t
+            a = c["abar"][t].view(-1, 1)
+            inputs.append(torch.where(c["keep"], a.sqrt() * x + (1 - a).sqrt() * c["condition_noise"], x))
+        n = len(inputs)
         video, audio = unpack(torch.cat(inputs), video_shape, audio_shape)
         video_out, audio_out = dit(
             video.to(dtype),
             audio.to(dtype),
             t.repeat(n).float(),
-            torch.cat(cond_y),
-            None if cond_mask[0] is None else torch.cat(cond_mask),
-            *constants[batch],
+            c["y"],
+            c["mask"],
+            c["task"],
+            c["fps"],
             height=latent.height,
             width=latent.width,
         )
         eps = pack(video_out[:, :video_channels], audio_out[:, :audio_channels]).to(x.dtype).chunk(n)
-        var = pack(video_out[:, video_channels:], audio_out[:, audio_channels:]).to(x.dtype)[:batch]
-        guided_eps = eps[0]
-        if guided:
-            guided_eps = cfg_combine(eps[0], eps[1], scale if isinstance(scale, float) else scale.to(x))
+        var = pack(video_out[:batch, video_channels:], audio_out[:batch, audio_channels:]).to(x.dtype)
+        guided_eps = cfg_combine(eps[0], eps[1], c["scale"]) if guided else eps[0]
         if conditioned:
             guided_eps = guided_eps + (condition_scale - 1.0) * (eps[0] - eps[-1])
         return guided_eps, var

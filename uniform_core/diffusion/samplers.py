@@ -11,9 +11,10 @@ Every sampler runs the same loop; only the scheduler differs:
     3. return x_0; its kept entries are bit-identical to ``clean``
 
 Samplers (30 steps each by default):
-    iddpm     DDPMScheduler, learned-range variance, "linspace" spacing = IDDPM respacing: for 30 steps
-              {0, 34, 69, ..., 965, 999}, respaced betas 1 - abar_t / abar_prev, ancestral noise
-              (the paper's / Open-Sora 1.0-1.1's sampler).
+    iddpm     DDPMScheduler's timesteps, learned-range variance, "linspace" spacing = IDDPM respacing: for 30
+              steps {0, 34, 69, ..., 965, 999}, respaced betas 1 - abar_t / abar_prev, ancestral noise (the
+              paper's / Open-Sora 1.0-1.1's sampler); its step is :class:`~.iddpm.RespacedIDDPM`, the same
+              update with the coefficients computed once per run.
     ddim      DDIM, eta 0 (deterministic), as first-order DPM-Solver++ (see make_scheduler for why).
     dpmpp_2m  DPMSolverMultistepScheduler, DPM-Solver++ 2M.
               Both use "linspace" spacing (999, 966, ..., 33 for 30 steps) and a last step to sigma 0.
@@ -31,6 +32,7 @@ import torch
 
 from .. import checks
 from ..errors import Cancelled, InputError
+from .iddpm import RespacedIDDPM
 from .schedule import NoiseSchedule
 
 SAMPLERS = ("iddpm", "ddim", "dpmpp_2m", "euler")
@@ -189,6 +191,7 @@ def sample(
     model_timesteps = timesteps.round().long().to(device)  # one transfer, before the loop
     total = len(timesteps)
     alphas_cumprod = (schedule or NoiseSchedule()).alphas_cumprod  # CPU, indexed by the model's timesteps
+    iddpm = RespacedIDDPM(timesteps, alphas_cumprod) if sampler == "iddpm" else None
 
     x = torch.where(keep, clean, noise * scheduler.init_noise_sigma)
     if renoise is not None:
@@ -204,8 +207,8 @@ def sample(
                 f"model_fn must return (eps, v) shaped {tuple(x.shape)}; got {tuple(eps.shape)}, {tuple(v.shape)}"
             )
         eps, v = eps.to(x.dtype), v.to(x.dtype)
-        if sampler == "iddpm":
-            out = scheduler.step(torch.cat([eps, v], dim=1), t, x, generator=gens).prev_sample
+        if iddpm is not None:
+            out = iddpm.step(i, eps, v, x, gens)
         else:
             out = scheduler.step(eps, t, x).prev_sample
         x = torch.where(keep, clean, out.to(x.dtype))
