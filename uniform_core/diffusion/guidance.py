@@ -43,8 +43,8 @@ def guidance_scales(cfg) -> dict[str, float]:
 
 def cfg_combine(eps_cond: torch.Tensor, eps_uncond: torch.Tensor, scale: float | torch.Tensor) -> torch.Tensor:
     """eps_uncond + scale * (eps_cond - eps_uncond); scale 1 is the conditional model, 0 the unconditional one.
-    ``scale`` is a number or a [D] tensor (one scale per packed entry)."""
-    return eps_uncond + scale * (eps_cond - eps_uncond)
+    ``scale`` is a number or a [D] tensor (one scale per packed entry). One ``lerp``: a single pass a step."""
+    return torch.lerp(eps_uncond, eps_cond, scale)
 
 
 def _pad_caption(y: torch.Tensor, mask: torch.Tensor | None, length: int, mask_dtype: torch.dtype):
