@@ -13,6 +13,7 @@ import torch
 from accelerate import debug_launcher
 from accelerate.state import AcceleratorState
 from safetensors.torch import load_file
+from smallest_recipe import smallest_recipe, write_recipe
 
 from uniform_core.codecs.audio import AudioCodec, AudioVAE, Vocoder
 from uniform_core.codecs.text import TextEncoder
@@ -149,14 +150,8 @@ def test_the_train_command_extracts_then_trains_the_dit_from_the_shards(tmp_path
     from uniform_core.cli import main
     from uniform_core.train.log import read_log
 
-    recipe = {
-        "data": {"num_clips": 4, "seconds": 2, "codec_clips": 2, "latents": "shards", "shard_clips": 3},
-        "video_vae": {"steps": 1, "stage2_steps": 1, "stage3_steps": 1, "batch_size": 4},
-        "audio_vae": {"steps": 1, "batch_size": 2}, "vocoder": {"steps": 1, "batch_size": 2},
-        "dit": {"steps": 2, "batch_size": 2, "warmup_steps": 1, "checkpoint_every": 2},
-    }  # fmt: skip
-    (tmp_path / "recipe.json").write_text(json.dumps(recipe))
-    run, config = tmp_path / "run", str(tmp_path / "recipe.json")
+    recipe = smallest_recipe(data={"latents": "shards", "shard_clips": 3})
+    run, config = tmp_path / "run", write_recipe(tmp_path, recipe)
     assert main(["train", "--config", config, "--out", str(run), "--stage", "extract"]) == 0
     assert f"wrote {run / 'latents'}" in capsys.readouterr().out
     assert not (run / "checkpoints").exists() and LatentShards(run / "latents").index["clips"] == 4

@@ -12,6 +12,7 @@ import pytest
 import torch
 from accelerate import debug_launcher
 from accelerate.state import AcceleratorState
+from smallest_recipe import smallest_recipe, write_recipe
 
 from uniform_core.codecs.audio import AudioCodec, AudioVAE, Vocoder
 from uniform_core.codecs.text import TextEncoder
@@ -288,16 +289,13 @@ def test_the_train_command_writes_a_bundle_that_loads_with_the_recipe_s_sampling
     from uniform_core.bundle import load_bundle
     from uniform_core.cli import main
 
-    recipe = {
-        "name": "smoke", "sampler": "ddim", "cfg": {"t2av": 2.0, "a2v": 1.0, "v2a": 1.5},
-        "data": {"num_clips": 4, "seconds": 2, "codec_clips": 2},
-        "video_vae": {"steps": 1, "stage2_steps": 1, "stage3_steps": 1, "batch_size": 4},
-        "audio_vae": {"steps": 1, "batch_size": 2},
-        "vocoder": {"steps": 1, "batch_size": 2},
-        "dit": {"steps": 2, "batch_size": 2, "warmup_steps": 1, "high_noise_weight": 50.0, "checkpoint_every": 2},
-    }  # fmt: skip
-    (tmp_path / "recipe.json").write_text(json.dumps(recipe))
-    assert main(["train", "--config", str(tmp_path / "recipe.json"), "--out", str(tmp_path / "run")]) == 0
+    config = write_recipe(
+        tmp_path,
+        smallest_recipe(
+            name="smoke", sampler="ddim", cfg={"t2av": 2.0, "a2v": 1.0, "v2a": 1.5}, dit={"high_noise_weight": 50.0}
+        ),
+    )
+    assert main(["train", "--config", config, "--out", str(tmp_path / "run")]) == 0
     bundle = load_bundle(tmp_path / "run" / "bundle")
     assert (bundle.name, bundle.duration, bundle.height, bundle.sampler) == ("smoke", 2, 64, "ddim")
     assert [bundle.cfg_for(task) for task in ("t2av", "a2v", "v2a")] == [2.0, 1.0, 1.5]
@@ -313,14 +311,7 @@ def test_the_codec_stages_run_alone_and_the_dit_then_trains_on_them(tmp_path, ca
     (they are reused, not retrained), so each stage runs on its own from the stages before it."""
     from uniform_core.cli import main
 
-    recipe = {
-        "data": {"num_clips": 4, "seconds": 2, "codec_clips": 2},
-        "video_vae": {"steps": 1, "stage2_steps": 1, "stage3_steps": 1, "batch_size": 4},
-        "audio_vae": {"steps": 1, "batch_size": 2}, "vocoder": {"steps": 1, "batch_size": 2},
-        "dit": {"steps": 2, "batch_size": 2, "warmup_steps": 1, "checkpoint_every": 2},
-    }  # fmt: skip
-    (tmp_path / "recipe.json").write_text(json.dumps(recipe))
-    run, config = tmp_path / "run", str(tmp_path / "recipe.json")
+    run, config = tmp_path / "run", write_recipe(tmp_path, smallest_recipe())
     assert main(["train", "--config", config, "--out", str(run), "--stage", "codecs"]) == 0
     assert f"wrote {run / 'codecs'}" in capsys.readouterr().out
     codecs = {p.name: p.read_bytes() for p in (run / "codecs").glob("*.safetensors")}

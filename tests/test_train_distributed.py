@@ -20,6 +20,7 @@ from accelerate.state import AcceleratorState
 from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
 from fault_injection import MICRO, rewrite_marker
 from safetensors.torch import load_file, save_file
+from smallest_recipe import smallest_recipe
 from test_train import _cache, _draws
 
 from uniform_core.bundle import load_bundle
@@ -63,13 +64,10 @@ def fsdp_accelerator():
     return acc
 
 
-RECIPE = {
-    "data": {"num_clips": 4, "seconds": 2, "codec_clips": 2, "latents": "shards", "shard_clips": 2,
-             "extract_batch": 2},
-    "video_vae": {"steps": 1, "stage2_steps": 1, "stage3_steps": 1, "batch_size": 4},
-    "audio_vae": {"steps": 1, "batch_size": 2}, "vocoder": {"steps": 1, "batch_size": 2},
-    "dit": {"steps": 3, "batch_size": 2, "warmup_steps": 1, "checkpoint_every": 3, "log_every": 1},
-}  # fmt: skip
+RECIPE = smallest_recipe(
+    data={"latents": "shards", "shard_clips": 2, "extract_batch": 2},
+    dit={"steps": 3, "checkpoint_every": 3, "log_every": 1},
+)
 
 
 def _fsdp_runs(out: str, env: dict[str, str]) -> None:
