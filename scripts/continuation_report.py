@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
 from long_clips_report import audio_seam_scores, frame_differences
+
 from uniform_core import atomic
 from uniform_core.eval.appearance import colour_track, frame_colours, object_map
 from uniform_core.eval.events import audio_onsets, event_f1, visual_impacts
