@@ -128,26 +128,8 @@ class UniFormLongSampler(UniFormNode):
         cfg_condition=None,
     ):
         _check_text(latent, text)
-        progress, cancel, preview = host.progress_reporter(), host.cancel_check(), live_preview(dit, preview_interval)
-        with managed.running(dit) as model:
-            out = long.sample_long(
-                model,
-                latent,
-                text,
-                seed,
-                steps,
-                cfg_video,
-                sampler,
-                1,
-                window,
-                overlap,
-                progress,
-                cancel,
-                cfg_audio,
-                preview=preview,
-                cfg_condition=cfg_condition,
-            )
-        return (out.latent,)
+        sampling = (seed, steps, cfg_video, cfg_audio, sampler, window, overlap, preview_interval, cfg_condition)
+        return _sample_windows(dit, latent, text, *sampling)
 
 
 class UniFormExtend(UniFormNode):
@@ -203,28 +185,22 @@ class UniFormExtend(UniFormNode):
         _check_text(latent, text)
         given = {"a2v": audio_latent, "v2a": video_latent}.get(getattr(latent, "task", None))
         longer = long.extend_latent(latent, seconds, None if given is None else given.latent)
-        progress, cancel, preview = host.progress_reporter(), host.cancel_check(), live_preview(dit, preview_interval)
-        done = int(latent.duration)
-        with managed.running(dit) as model:
-            out = long.sample_long(
-                model,
-                longer,
-                text,
-                seed,
-                steps,
-                cfg_video,
-                sampler,
-                1,
-                window,
-                overlap,
-                progress,
-                cancel,
-                cfg_audio,
-                done,
-                preview=preview,
-                cfg_condition=cfg_condition,
-            )
-        return (out.latent,)
+        sampling = (seed, steps, cfg_video, cfg_audio, sampler, window, overlap, preview_interval, cfg_condition)
+        return _sample_windows(dit, longer, text, *sampling, done=int(latent.duration))
+
+
+def _sample_windows(
+    dit, latent, text, seed, steps, cfg_video, cfg_audio, sampler, window, overlap, preview_interval, cfg_condition,
+    done=0,
+):  # fmt: skip
+    """``long.sample_long`` with the host's progress bar, Cancel and live preview; ``done``: seconds already made."""
+    progress, cancel, preview = host.progress_reporter(), host.cancel_check(), live_preview(dit, preview_interval)
+    with managed.running(dit) as model:
+        out = long.sample_long(
+            model, latent, text, seed, steps, cfg_video, sampler, 1, window, overlap, progress, cancel, cfg_audio,
+            done, preview=preview, cfg_condition=cfg_condition,
+        )  # fmt: skip
+    return (out.latent,)
 
 
 NODES = [UniFormLongSampler, UniFormExtend]
