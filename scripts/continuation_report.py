@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from long_clips_report import audio_seam_scores, frame_differences
+from long_clips_report import TOLERANCE_S, audio_seam_scores, frame_differences
 
 from uniform_core import atomic
 from uniform_core.eval.appearance import colour_track, frame_colours, object_map
@@ -31,8 +31,6 @@ from uniform_core.long.windows import GIVEN_MODES
 from uniform_core.pipeline import UniFormPipeline, encode_text, make_task_latent
 from uniform_core.tasks import LONG_MAX_SECONDS, SAMPLE_RATE, VIDEO_FPS
 from uniform_core.train.synthetic import HELDOUT_FIRST_SEED, SyntheticSpec, make_clip
-
-TOLERANCE_S = 0.1
 
 
 def score_clip(frames: torch.Tensor, wave: torch.Tensor, seams: list[int], colour: str) -> dict:
