@@ -4,6 +4,8 @@ decode once had, so its stage trained nothing) fails here, whatever the stage.""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -43,6 +45,21 @@ def test_video_vae_stages_train_their_weights(pool):
     z2d = torch.randn(2, 4, vae.config.micro_frame_size, 8, 8)
     temporal = codec_training.TemporalVAEObjective(vae, kl_weight=1e-6, latent_var=1.0)
     _assert_every_trainable_weight_moves(temporal.vae.temporal_vae, temporal(z2d)["loss"])
+
+
+def test_the_temporal_stage_trains_with_its_own_kl_weight(pool, tmp_path):
+    """``stage2_kl_weight`` (not the 2D stage's ``kl_weight``) is what the temporal objective charges for its KL."""
+    from uniform_core.train.config import CodecTrainConfig
+    from uniform_core.train.log import LossLog
+    from uniform_core.train.recipe import make_accelerator
+
+    torch.manual_seed(0)
+    vae = VideoVAE.from_preset("tiny")
+    cfg = CodecTrainConfig(stage2_steps=1, batch_size=2, kl_weight=1e-6, stage2_kl_weight=0.25, log_every=1)
+    acc = make_accelerator(cpu=True)
+    codec_training.train_temporal_vae(vae, pool, cfg, acc, LossLog(tmp_path / "log.jsonl", acc))
+    (line,) = [json.loads(x) for x in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert line["kl"] > 0 and line["loss"] - line["rec"] == pytest.approx(0.25 * line["kl"], rel=1e-4)
 
 
 def test_video_decoder_stage_trains_both_decoders_only(pool):

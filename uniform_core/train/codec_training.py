@@ -170,7 +170,8 @@ def train_temporal_vae(vae: VideoVAE, pool: ClipPool, cfg: CodecTrainConfig, acc
         return chunks[torch.randint(chunks.shape[0], (cfg.batch_size,), generator=generator)]
 
     stage2 = dataclasses.replace(cfg, steps=cfg.stage2_steps)
-    objective = TemporalVAEObjective(vae, cfg.kl_weight, chunks.var().item())
+    kl_weight = cfg.kl_weight if cfg.stage2_kl_weight is None else cfg.stage2_kl_weight
+    objective = TemporalVAEObjective(vae, kl_weight, chunks.var().item())
     vae.temporal_vae.requires_grad_(True)
     fit("video_vae.temporal", objective, draw_chunks, stage2, accelerator, log)
     vae.cpu().requires_grad_(False)

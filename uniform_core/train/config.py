@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -92,8 +93,10 @@ class CodecTrainConfig:
     """One codec's stage. ``kl_weight`` is ignored for the vocoder (it has no latent); ``adversarial_from``,
     ``disc_width`` and ``loudness_from`` are the vocoder's alone. The video VAE trains in two stages: its 2D VAE
     on frames (``steps``, ``batch_size`` frames), then its temporal VAE on the 2D latents (``stage2_steps``,
-    ``batch_size`` 17-frame chunks), then both decoders on pixels with the encoders frozen (``stage3_steps``,
-    ``stage3_batch_size`` chunks, learning rate ``lr`` on a cosine)."""
+    ``batch_size`` 17-frame chunks, KL weight ``stage2_kl_weight``, default ``kl_weight``), then both decoders on
+    pixels with the encoders frozen (``stage3_steps``, ``stage3_batch_size`` chunks, learning rate ``lr`` on a
+    cosine). A temporal VAE trained long at KL 1e-6 can fold its latent's channels into one direction and hide the
+    object's colour from the DiT (``uniform_core.eval.latent_probe``); a larger stage-2 KL keeps them apart."""
 
     preset: str = "tiny"
     pretrained: str | None = None  # a file/folder its loader reads (e.g. Open-Sora VAE, AudioLDM): used, not trained
@@ -104,6 +107,7 @@ class CodecTrainConfig:
     batch_size: int = 8
     lr: float = 1e-3
     kl_weight: float = 1e-6
+    stage2_kl_weight: float | None = None  # video VAE: the temporal stage's KL weight; None: kl_weight
     grad_clip: float = 1.0
     log_every: int = 25
     adversarial_from: int | None = None  # vocoder: the step after which HiFi-GAN's discriminators join; None: never
@@ -201,6 +205,11 @@ class TrainConfig:
                 raise InputError(
                     f"{name}: steps must be >= 0 and batch_size >= 1; got {stage.steps}, {stage.batch_size}"
                 )
+            for key in ("kl_weight", "stage2_kl_weight"):
+                value = getattr(stage, key)
+                number = isinstance(value, int | float) and not isinstance(value, bool)
+                if not (value is None and key == "stage2_kl_weight") and not (number and 0 <= value < math.inf):
+                    raise InputError(f"{name}.{key} must be a number >= 0; got {value!r}")
         if self.video_vae.stage3_batch_size < 1:
             raise InputError(f"video_vae.stage3_batch_size must be >= 1; got {self.video_vae.stage3_batch_size}")
         check_sampler(self.sampler)
