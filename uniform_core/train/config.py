@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -205,11 +204,9 @@ class TrainConfig:
                 raise InputError(
                     f"{name}: steps must be >= 0 and batch_size >= 1; got {stage.steps}, {stage.batch_size}"
                 )
-            for key in ("kl_weight", "stage2_kl_weight"):
-                value = getattr(stage, key)
-                number = isinstance(value, int | float) and not isinstance(value, bool)
-                if not (value is None and key == "stage2_kl_weight") and not (number and 0 <= value < math.inf):
-                    raise InputError(f"{name}.{key} must be a number >= 0; got {value!r}")
+            checks.number(stage.kl_weight, f"{name}.kl_weight", 0)
+            if stage.stage2_kl_weight is not None:
+                checks.number(stage.stage2_kl_weight, f"{name}.stage2_kl_weight", 0)
         if self.video_vae.stage3_batch_size < 1:
             raise InputError(f"video_vae.stage3_batch_size must be >= 1; got {self.video_vae.stage3_batch_size}")
         check_sampler(self.sampler)
