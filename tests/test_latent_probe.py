@@ -1,4 +1,4 @@
-"""The latent probes catch a video VAE whose latent hides the object's colour from the DiT (issue 16: the 4-task DiT
+"""The latent probe catches a video VAE whose latent hides the object's colour from the DiT (issue 16: the 4-task DiT
 on the retrained codecs kept the colour at chance after 21,500 steps, though the VAE round trip keeps it)."""
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ def _separation(vae) -> float:
 
 def test_the_committed_codecs_latent_hides_the_colour():
     """training/uniform-tiny/codecs (0.26 on 1,000,100..107): a recolour moves the latent a quarter as far as a 6 px
-    move, and the DiT trained on it did not learn the colour; the probe must flag it (bound 0.5)."""
+    move, and the DiT trained on it did not learn the colour; the probe must put it well below the bound of 0.5."""
     vae = VideoVAE.load(REPO / "training" / "uniform-tiny" / "codecs" / "video_vae.safetensors").eval()
     assert _separation(vae) < 0.4
 

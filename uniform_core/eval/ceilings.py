@@ -19,7 +19,7 @@ from ..train.synthetic import SyntheticClip, SyntheticSpec, make_clip
 from .appearance import colour_track, floor_colour, foreground_pixels, frame_colours, object_map, object_shape
 from .events import audio_onsets, event_f1, visual_impacts
 from .intervals import Estimate, bootstrap_interval, wilson_interval
-from .latent_probe import colour_separation
+from .latent_probe import colour_separation, vae_pixels
 from .report import Target, cell, estimate_json, none_if_nan
 from .scoring import EVENT_TOLERANCE_S
 from .seeds import SeedRange
@@ -146,7 +146,7 @@ def codec_ceilings(bundle, seeds: SeedRange, progress: Callable[[], None] | None
         round_trip = codec.decode(codec.encode(x, deterministic=True))[0, :n]
         _audio_scores(per_clip["vocoder"], clip, vocoded, spec.sample_rate)
         _audio_scores(per_clip["audio_codec"], clip, round_trip, spec.sample_rate)
-        pixels = clip.frames.permute(3, 0, 1, 2)[None] * 2 - 1  # (1, 3, T, H, W) in [-1, 1]
+        pixels = vae_pixels(clip.frames)
         decoded = vae.decode(vae.encode(pixels, deterministic=True), num_frames=pixels.shape[2])
         frames = ((decoded[0].clamp(-1, 1) + 1) / 2).permute(1, 2, 3, 0)
         _video_scores(per_clip["video_vae"], clip, frames, spec, vae)

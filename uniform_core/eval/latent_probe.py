@@ -29,8 +29,13 @@ def recolour(frames: torch.Tensor, old: str, new: str) -> torch.Tensor:
     return (frames + torch.from_numpy(cover[..., None] * shift)).clamp(0, 1)
 
 
+def vae_pixels(frames: torch.Tensor) -> torch.Tensor:
+    """Frames (T, H, W, 3) in [0, 1] -> the video VAE's input (1, 3, T, H, W) in [-1, 1]."""
+    return frames.permute(3, 0, 1, 2)[None] * 2 - 1
+
+
 def _latent(vae, frames: torch.Tensor) -> torch.Tensor:
-    return vae.encode(frames.permute(3, 0, 1, 2)[None] * 2 - 1, deterministic=True)[0]  # (C, T', h, w)
+    return vae.encode(vae_pixels(frames), deterministic=True)[0]  # (C, T', h, w)
 
 
 @torch.no_grad()
